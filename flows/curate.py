@@ -1,0 +1,99 @@
+"""The curation flow: prompts -> candidates -> judgments -> pairs, each step a thin task over a
+core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
+local API); `prefect server start` gives the UI.
+
+    prefcurate run configs/demo.yaml
+    python -m flows.curate configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from judge.stage import judge, judge_name  # noqa: E402
+from judge.rubric import load_rubric  # noqa: E402
+from prefcurate.config import Config, load_config  # noqa: E402
+from prefcurate.generate import generate  # noqa: E402
+from prefcurate.pairs import build_pairs  # noqa: E402
+from prefcurate.prompts import import_prompts  # noqa: E402
+from prefcurate.store import open_store  # noqa: E402
+
+
+def _stats(obj) -> dict:
+    return {k: v for k, v in asdict(obj).items() if k != "prompt_ids"}
+
+
+# Tasks take the store's path, never an open connection; each opens its own.
+@task(name="prompts", cache_policy=NO_CACHE)
+def prompts_task(db: str, cfg: Config, run_id: str) -> tuple[list[str] | None, dict]:
+    if cfg.prompts.path is None:
+        get_run_logger().info("prompts.path not set: using every prompt already in the store")
+        return None, {}
+    with open_store(db) as store:
+        stats = import_prompts(store, cfg.prompts.path, run_id, cfg.prompts.split, cfg.prompts.limit)
+    get_run_logger().info("prompts: %s", _stats(stats))
+    return stats.prompt_ids, _stats(stats)
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
+    if cfg.generator.backend == "none":
+        get_run_logger().info("generator.backend is none: judging the candidates already stored")
+        return {}
+    with open_store(db) as store:
+        stats = generate(store, cfg.generator, prompt_ids, run_id, show_progress)
+    get_run_logger().info("generate: %s", _stats(stats))
+    return _stats(stats)
+
+
+@task(name="judge", cache_policy=NO_CACHE)
+def judge_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
+    with open_store(db) as store:
+        stats = judge(store, cfg.judge, prompt_ids, run_id, show_progress)
+    get_run_logger().info("judge: %s", _stats(stats))
+    return _stats(stats)
+
+
+@task(name="pairs", cache_policy=NO_CACHE)
+def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) -> dict:
+    rubric_hash = load_rubric(cfg.judge.rubric).hash
+    with open_store(db) as store:
+        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric_hash, prompt_ids, run_id)
+    get_run_logger().info("pairs: %s", _stats(stats))
+    return _stats(stats)
+
+
+@flow(name="prefcurate-curate")
+def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
+    """Run every stage that has work to do; return the run id and each stage's counts."""
+    cfg = load_config(config_path)
+    load_rubric(cfg.judge.rubric)  # a bad rubric fails before any model is loaded
+    with open_store(db) as store:
+        run_id = store.start_run("run", cfg.model_dump(mode="json"))
+    stats: dict[str, dict] = {}
+    try:
+        prompt_ids, stats["prompts"] = prompts_task(db, cfg, run_id)
+        stats["generate"] = generate_task(db, cfg, prompt_ids, run_id, show_progress)
+        stats["judge"] = judge_task(db, cfg, prompt_ids, run_id, show_progress)
+        stats["pairs"] = pairs_task(db, cfg, prompt_ids, run_id)
+    except BaseException as e:
+        with open_store(db) as store:
+            store.finish_run(run_id, stats, error=f"{type(e).__name__}: {e}")
+        raise
+    with open_store(db) as store:
+        store.finish_run(run_id, stats)
+    return {"run_id": run_id, "stats": stats}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from prefcurate.store import resolve_db_path
+
+    print(curate(sys.argv[1], str(resolve_db_path())))

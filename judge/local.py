@@ -1,0 +1,161 @@
+"""The local judge: a model in this process scores by token probabilities, so it never fails to parse.
+
+For each criterion the judge is asked for a score and we read the model's next-token
+probabilities instead of sampling. Scores can span several tokens ("10" is "1" then "0" for
+many tokenizers), so the score strings form a trie: each of its inner nodes costs one forward
+pass, and P("1") is P(first token "1") times the probability of *not* continuing to "10".
+The score is the probability-weighted mean over the scale, given that the answer is a score;
+``score_mass`` records how much probability the model put on valid scores at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from judge.render import pointwise_messages
+from judge.rubric import Rubric
+from prefcurate.config import JudgeConfig
+
+
+@dataclass
+class ScoreTrie:
+    """The score strings of a scale as token sequences, and the queries needed to score them."""
+
+    sequences: dict[int, tuple[int, ...]]
+    nodes: dict[tuple[int, ...], list[int]]  # inner node (a token prefix) -> the tokens that can follow it
+
+    @classmethod
+    def build(cls, tokenizer, lo: int, hi: int) -> ScoreTrie:
+        sequences = {s: tuple(tokenizer.encode(str(s), add_special_tokens=False)) for s in range(lo, hi + 1)}
+        nodes: dict[tuple[int, ...], set[int]] = {}
+        for seq in sequences.values():
+            for k in range(len(seq)):
+                nodes.setdefault(seq[:k], set()).add(seq[k])
+        return cls(sequences, {node: sorted(children) for node, children in nodes.items()})
+
+    def distribution(self, logprobs: dict[tuple[int, ...], dict[int, float]]) -> tuple[dict[int, float], float]:
+        """P(score | the answer is a score) and the total probability of valid scores, from the
+        next-token log-probabilities at each inner node."""
+        log_p = {}
+        for s, seq in self.sequences.items():
+            lp = sum(logprobs[seq[:k]][seq[k]] for k in range(len(seq)))
+            if seq in self.nodes:  # the sequence may go on to a longer score: it must stop here
+                go_on = sum(math.exp(logprobs[seq][t]) for t in self.nodes[seq])
+                lp += math.log(max(1.0 - go_on, 1e-300))
+            log_p[s] = lp
+        top = max(log_p.values())
+        weights = {s: math.exp(v - top) for s, v in log_p.items()}
+        total = sum(weights.values())
+        return {s: w / total for s, w in weights.items()}, math.exp(top) * total
+
+
+@dataclass
+class LocalVerdict:
+    scores: dict[str, float]
+    distributions: dict[str, dict[int, float]]
+    score_mass: dict[str, float]
+    input_tokens: int
+
+
+class VLLMScorer:
+    """Next-token log-probabilities of chosen tokens, from the shared vLLM engine."""
+
+    def __init__(self, cfg: JudgeConfig):
+        from prefcurate.generate.vllm_backend import get_llm
+
+        self.llm = get_llm(cfg)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_len = self.llm.llm_engine.model_config.max_model_len
+
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[list[int]]) -> list[dict[int, float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids) for ids in token_ids],
+            use_tqdm=False,
+        )
+        return [{t: out.outputs[0].logprobs[0][t].logprob for t in ids} for out, ids in zip(outs, token_ids)]
+
+
+class HFScorer:
+    """The same with transformers: one forward pass per batch, left-padded."""
+
+    def __init__(self, cfg: JudgeConfig):
+        from prefcurate.generate.hf_backend import get_model
+
+        self.tokenizer, self.model = get_model(cfg)
+        self.max_len = self.model.config.max_position_embeddings
+        self.batch_size = cfg.batch_size
+
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[list[int]]) -> list[dict[int, float]]:
+        import torch
+
+        results = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start:start + self.batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, wanted in zip(logprobs, token_ids[start:start + self.batch_size]):
+                results.append({t: row[t].item() for t in wanted})
+        return results
+
+
+class LocalJudge:
+    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
+        self.cfg, self.rubric = cfg, rubric
+        self.name = f"local:{cfg.model}"
+        self.scorer = VLLMScorer(cfg) if cfg.engine == "vllm" else HFScorer(cfg)
+        self.tokenizer = self.scorer.tokenizer
+        self.trie = ScoreTrie.build(self.tokenizer, rubric.scale.min, rubric.scale.max)
+        self.longest_suffix = max(len(s) for s in self.trie.sequences.values())
+
+    def prompt_ids(self, prompt_messages: list[dict[str, str]], candidate: str) -> dict[str, list[int]]:
+        out = {}
+        for criterion in self.rubric.criteria:
+            messages = pointwise_messages(self.rubric, criterion, prompt_messages, candidate)
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            out[criterion.name] = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return out
+
+    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[LocalVerdict | str]:
+        """A verdict for each (prompt messages, candidate text), or a reason it could not be judged."""
+        queries, owners, token_sets = [], [], []
+        prepared: list[dict[str, list[int]] | str] = []
+        for messages, candidate in items:
+            ids = self.prompt_ids(messages, candidate)
+            longest = max(len(v) for v in ids.values()) + self.longest_suffix
+            if longest > self.scorer.max_len:
+                prepared.append(f"judge input has {longest} tokens, over the judge model's context of "
+                                f"{self.scorer.max_len}; raise judge.max_model_len or use a longer-context judge")
+                continue
+            prepared.append(ids)
+            for name, base in ids.items():
+                for node, children in self.trie.nodes.items():
+                    queries.append(base + list(node))
+                    token_sets.append(children)
+                    owners.append((len(prepared) - 1, name, node))
+        logprobs = self.scorer.next_token_logprobs(queries, token_sets) if queries else []
+        per_item: dict[int, dict[str, dict[tuple[int, ...], dict[int, float]]]] = {}
+        for (i, name, node), lp in zip(owners, logprobs):
+            per_item.setdefault(i, {}).setdefault(name, {})[node] = lp
+        verdicts: list[LocalVerdict | str] = []
+        for i, ids in enumerate(prepared):
+            if isinstance(ids, str):
+                verdicts.append(ids)
+                continue
+            scores, dists, mass = {}, {}, {}
+            for name, node_lp in per_item[i].items():
+                dist, m = self.trie.distribution(node_lp)
+                dists[name], mass[name] = dist, m
+                scores[name] = sum(s * p for s, p in dist.items())
+            verdicts.append(LocalVerdict(scores, dists, mass, sum(len(v) for v in ids.values())))
+        return verdicts
+

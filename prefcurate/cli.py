@@ -1,0 +1,226 @@
+"""The `prefcurate` command line: one verb per stage, each a thin wrapper over a library call.
+
+This module is the composition root: it is the only part of the core that reaches into
+flows/, judge/ and train/, and it does so inside the commands, so `prefcurate --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prefcurate.errors import PrefcurateError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Curate consistency-audited DPO preference data: generate, judge, pair, snapshot, train.")
+import_app = typer.Typer(no_args_is_help=True, help="Import prompts or candidates made elsewhere.")
+snapshot_app = typer.Typer(no_args_is_help=True, help="Freeze pairs into immutable snapshots; list, show, verify them.")
+train_app = typer.Typer(no_args_is_help=True, help="Train on a snapshot.")
+app.add_typer(import_app, name="import")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(train_app, name="train")
+
+console = Console()
+Db = Annotated[str | None, typer.Option("--db", help="Store file (default: $PREFCURATE_DB, else data/prefcurate.duckdb).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def errors_to_exit(fn):
+    """Turn a PrefcurateError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PrefcurateError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def _print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    console.print(table)
+
+
+def print_counts(store) -> None:
+    _print_table("Rows per stage", ["stage", "rows"], list(store.counts().items()))
+
+
+@app.command()
+@errors_to_exit
+def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")], db: Db = None,
+        quiet: Quiet = False) -> None:
+    """Run the curation flow: prompts, generate, judge, pairs (each does only what is missing)."""
+    from flows.curate import curate
+    from prefcurate.generate.vllm_backend import shutdown_engines
+    from prefcurate.store import open_store, resolve_db_path
+
+    path = str(resolve_db_path(db))
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bars say what matters
+    try:
+        result = curate(config, path, show_progress=not quiet)
+    finally:
+        shutdown_engines()
+    rows = [(stage, ", ".join(f"{k}={v}" for k, v in s.items())) for stage, s in result["stats"].items()]
+    _print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
+    with open_store(path) as store:
+        print_counts(store)
+
+
+@import_app.command("prompts")
+@errors_to_exit
+def import_prompts_cmd(file: Annotated[str, typer.Argument(help="JSONL, Parquet or a datasets-loadable path.")],
+                       db: Db = None) -> None:
+    """Validate and store prompts; nothing is written unless every line is valid."""
+    from prefcurate.prompts import import_prompts
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        run_id = store.start_run("import prompts", {"file": file})
+        stats = import_prompts(store, file, run_id)
+        store.finish_run(run_id, {"prompts": {k: v for k, v in asdict(stats).items() if k != "prompt_ids"}})
+    console.print(f"prompts: read {stats.read}, new {stats.new}, duplicates {stats.duplicates}")
+
+
+@import_app.command("candidates")
+@errors_to_exit
+def import_candidates_cmd(file: Annotated[str, typer.Argument(help="JSONL: {prompt, candidates: [str], generator}.")],
+                          db: Db = None) -> None:
+    """Store candidates made elsewhere (and their prompts)."""
+    from prefcurate.generate import import_candidates
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        run_id = store.start_run("import candidates", {"file": file})
+        stats = import_candidates(store, file, run_id)
+        store.finish_run(run_id, {"candidates": asdict(stats)})
+    console.print(f"candidates: lines {stats.lines}, new prompts {stats.prompts_new}, new candidates {stats.candidates_new}")
+
+
+@snapshot_app.command("create")
+@errors_to_exit
+def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to remember it by.")] = None,
+                    config: Annotated[str | None, typer.Option(help="Run config whose snapshot.test_fraction to use.")] = None,
+                    test_fraction: Annotated[float | None, typer.Option(
+                        help="Share of prompts held out for test (default: the config's, else 0.1).")] = None,
+                    db: Db = None) -> None:
+    """Freeze the stored pairs; the snapshot id is the last line printed."""
+    from prefcurate.config import SnapshotConfig, load_config
+    from prefcurate.snapshot import create_snapshot
+    from prefcurate.store import open_store
+
+    if test_fraction is None:
+        test_fraction = (load_config(config).snapshot if config else SnapshotConfig()).test_fraction
+    if not 0 <= test_fraction < 1:
+        raise PrefcurateError(f"--test-fraction is {test_fraction}; give a value in [0, 1)")
+    with open_store(db) as store:
+        run_id = store.start_run("snapshot create", {"name": name, "test_fraction": test_fraction})
+        snap = create_snapshot(store, name, test_fraction, run_id)
+        store.finish_run(run_id, {"snapshot": {"snapshot_id": snap.snapshot_id, "created": snap.created}})
+    state = "created" if snap.created else "already existed"
+    console.print(f"snapshot {state}: {snap.n_pairs} pairs ({snap.n_train} train, {snap.n_test} test) in {snap.path}")
+    print(snap.snapshot_id)
+
+
+@snapshot_app.command("list")
+@errors_to_exit
+def snapshot_list(db: Db = None) -> None:
+    """List snapshots, newest first."""
+    from prefcurate.snapshot import list_snapshots
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        snaps = list_snapshots(store)
+    _print_table("Snapshots", ["snapshot_id", "name", "pairs", "train", "test", "created", "path"],
+                 [(s.snapshot_id, s.name, s.n_pairs, s.n_train, s.n_test, s.manifest["created_at"], s.path)
+                  for s in snaps])
+
+
+@snapshot_app.command("show")
+@errors_to_exit
+def snapshot_show(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id.")], db: Db = None) -> None:
+    """Print a snapshot's manifest."""
+    from prefcurate.snapshot import get_snapshot
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        snap = get_snapshot(store, snapshot_id)
+    print(json.dumps(snap.manifest, indent=2, sort_keys=True))
+
+
+@snapshot_app.command("verify")
+@errors_to_exit
+def snapshot_verify(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id.")], db: Db = None) -> None:
+    """Check a snapshot's files against the checksums in its manifest."""
+    from prefcurate.snapshot import get_snapshot, verify_snapshot
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        snap = get_snapshot(store, snapshot_id)
+    manifest = verify_snapshot(snap.path)
+    console.print(f"ok: {len(manifest['files'])} files match manifest.json in {snap.path}")
+
+
+@train_app.command("dpo")
+@errors_to_exit
+def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to train on.")],
+                  config: Annotated[str, typer.Option(help="Training config YAML.")] = "train/configs/dpo.yaml",
+                  db: Db = None) -> None:
+    """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`."""
+    from prefcurate.store import open_store
+    from train.config import load_train_config
+    from train.dpo import train_dpo
+
+    cfg = load_train_config(config)
+    with open_store(db) as store:
+        result = train_dpo(store, snapshot, cfg)
+    _print_table(f"Train run {result.train_run_id}", ["metric", "value"],
+                 list(result.metrics.items()))
+    console.print(f"adapter: {result.adapter_dir}")
+
+
+@app.command()
+@errors_to_exit
+def sql(query: Annotated[str, typer.Argument(help="SQL; read statements only.")], db: Db = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON lines.")] = False) -> None:
+    """Query the store (read-only), e.g. prefcurate sql "select * from v_pairs limit 5"."""
+    from prefcurate.store import open_store
+
+    with open_store(db, read_only=True) as store:
+        columns, rows = store.read_query(query)
+    if as_json:
+        for r in rows:
+            print(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False))
+    else:
+        _print_table("", columns, rows)
+
+
+@app.command("tiny-model")
+@errors_to_exit
+def tiny_model(directory: Annotated[str, typer.Argument(help="Where to write it, e.g. .cache/tiny-model.")]) -> None:
+    """Build the tiny offline model used by the demo and the tests (random weights, local tokenizer)."""
+    from prefcurate.tinymodel import build_tiny_model
+
+    console.print(f"tiny model written to {build_tiny_model(directory)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

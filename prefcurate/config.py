@@ -1,0 +1,110 @@
+"""The run configuration: pydantic models loaded from YAML.
+
+Every field carries its default and a one-line meaning where it is declared; the YAML key,
+the Python attribute and (where a command exposes it) the CLI flag share one name.
+Unknown keys are refused, so a typo is an error naming its path, not a silently ignored knob.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prefcurate.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class PromptsConfig(_Section):
+    path: str | None = Field(None, description="JSONL or Parquet file, or a datasets-loadable path/name.")
+    split: str = Field("train", description="Split to read when `path` is a datasets-loadable dataset.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many prompts (None: all).")
+
+
+class LocalModelConfig(_Section):
+    """Settings shared by every stage that runs a model in this process (vLLM or transformers)."""
+
+    model: str = Field(".cache/tiny-model", description="Model directory (or hub name where a hub is reachable).")
+    dtype: str = Field("auto", description="Weights dtype for local models: auto, float32, bfloat16, float16.")
+    max_model_len: int | None = Field(None, ge=16, description="vLLM context length (None: the model's own).")
+    enforce_eager: bool = Field(False, description="vLLM: skip graph capture (starts twice as fast on CPU).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory it may take.")
+
+
+class GeneratorConfig(LocalModelConfig):
+    backend: Literal["vllm", "transformers", "openai", "none"] = Field(
+        "vllm", description="vllm (in-process), transformers (CPU, small models), openai (a server), none (import only)."
+    )
+    n: int = Field(4, ge=1, le=64, description="Candidates sampled per prompt.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(128, ge=1, description="Most new tokens per candidate.")
+    seed: int = Field(0, description="Base seed; each prompt gets its own seed derived from it and the prompt id.")
+    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: environment variable holding the key.")
+    concurrency: int = Field(16, ge=1, description="openai backend: requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
+
+
+class JudgeConfig(LocalModelConfig):
+    backend: Literal["local"] = Field("local", description="local: a model in this process scores by token probabilities.")
+    engine: Literal["vllm", "transformers"] = Field("vllm", description="local backend: what runs the judge model.")
+    rubric: str = Field("rubrics/helpfulness.yaml", description="Rubric YAML file; its content hash is part of every judgment's id.")
+    mode: Literal["pointwise"] = Field("pointwise", description="pointwise: each candidate scored on each criterion.")
+    batch_size: int = Field(64, ge=1, description="Candidates scored per engine call (transformers: per forward pass).")
+
+
+class PairsConfig(_Section):
+    strategy: Literal["best_worst"] = Field("best_worst", description="best_worst: top-scored vs bottom-scored candidate per prompt.")
+    min_margin: float = Field(0.5, ge=0, description="Drop pairs whose score difference is below this (ties always dropped).")
+
+
+class SnapshotConfig(_Section):
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts (by prompt-id hash) held out as the test split.")
+
+
+class Config(_Section):
+    name: str = Field("prefcurate", description="Run name, recorded with every run.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Where prompts come from.")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="How candidates are sampled.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="How candidates are scored.")
+    pairs: PairsConfig = Field(default_factory=PairsConfig, description="How chosen/rejected pairs are built.")
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="How snapshots are split.")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: str | Path, model: type[M], missing_hint: str) -> M:
+    """Read a YAML file into a pydantic model; errors name the file, the line or the field path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found ({missing_hint})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise ConfigError(f"{path}:{line}: invalid YAML: {e.problem} (fix the syntax on that line)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: {loc}: {err['msg'].removeprefix('Value error, ')}{more}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a run config."""
+    return load_yaml_model(path, Config, "pass the path to a YAML config, e.g. configs/demo.yaml")

@@ -1,0 +1,149 @@
+"""Stage 2, generate: N candidates per prompt, or candidates made elsewhere imported from JSONL.
+
+Only prompts without candidates for this generator and these sampling parameters are sent to
+the model, and results are stored a chunk at a time, so a rerun (or a run after a crash)
+repeats no finished work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefcurate.config import GeneratorConfig
+from prefcurate.errors import ConfigError, InputError
+from prefcurate.generate.base import GenRequest, GenResult
+from prefcurate.ids import canonical_json, content_id
+from prefcurate.progress import track
+from prefcurate.prompts import normalise_messages, prompt_id_for, prompt_messages, read_jsonl
+from prefcurate.store import Store
+
+log = logging.getLogger("prefcurate")
+CANDIDATE_KEYS = {"prompt", "candidates", "generator"}
+
+
+@dataclass
+class GenerateStats:
+    prompts: int = 0
+    already_done: int = 0
+    generated: int = 0
+    candidates_new: int = 0
+    failed: int = 0
+
+
+def make_generator(cfg: GeneratorConfig):
+    if cfg.backend == "vllm":
+        from prefcurate.generate.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(cfg)
+    if cfg.backend == "transformers":
+        from prefcurate.generate.hf_backend import HFGenerator
+
+        return HFGenerator(cfg)
+    if cfg.backend == "openai":
+        from prefcurate.generate.openai_backend import OpenAIGenerator
+
+        return OpenAIGenerator(cfg)
+    raise ConfigError(f"generator.backend is {cfg.backend!r}: nothing to generate with; import candidates instead")
+
+
+def sampling_key(cfg: GeneratorConfig) -> str:
+    """The sampling parameters that define a candidate, as canonical JSON."""
+    return canonical_json({"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                           "max_tokens": cfg.max_tokens, "seed": cfg.seed})
+
+
+def prompt_seed(base_seed: int, prompt_id: str) -> int:
+    return int(content_id("seed", base_seed, prompt_id)[:8], 16)
+
+
+def _candidate_rows(result: GenResult, generator: str, params: str, run_id: str | None) -> list[dict]:
+    return [
+        {
+            "candidate_id": content_id("candidate", result.prompt_id, generator, params, i),
+            "prompt_id": result.prompt_id,
+            "sample_index": i,
+            "text": s.text,
+            "finish_reason": s.finish_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": s.completion_tokens,
+            "latency_s": result.latency_s,
+            "generator": generator,
+            "params": params,
+            "run_id": run_id,
+        }
+        for i, s in enumerate(result.samples)
+    ]
+
+
+def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
+             show_progress: bool = False, chunk_size: int = 32, generator=None) -> GenerateStats:
+    """Sample ``cfg.n`` candidates for every prompt (of ``prompt_ids``, or all) that lacks them."""
+    generator = generator or make_generator(cfg)
+    params = sampling_key(cfg)
+    messages = prompt_messages(store, prompt_ids)
+    done = {r["prompt_id"] for r in store.query(
+        "SELECT DISTINCT prompt_id FROM candidates WHERE generator = ? AND CAST(params AS VARCHAR) = ?",
+        [generator.name, params])}
+    todo = [pid for pid in messages if pid not in done]
+    stats = GenerateStats(prompts=len(messages), already_done=len(messages) - len(todo))
+    log.info("generate: %d prompts, %d already have candidates, %d to do", stats.prompts, stats.already_done, len(todo))
+    with track(len(todo), f"generating {cfg.n} per prompt", show_progress) as progress:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid)) for pid in chunk]
+            results = generator.generate(requests)
+            rows = [row for r in results for row in _candidate_rows(r, generator.name, params, run_id)]
+            stats.candidates_new += store.insert("candidates", rows)
+            stats.generated += len(results)
+            stats.failed += len(chunk) - len(results)
+            progress.advance(len(chunk))
+    return stats
+
+
+@dataclass
+class ImportStats:
+    lines: int = 0
+    prompts_new: int = 0
+    candidates_new: int = 0
+
+
+def import_candidates(store: Store, path: str, run_id: str | None = None) -> ImportStats:
+    """Store candidates made elsewhere: JSONL lines ``{"prompt", "candidates": [str], "generator"}``."""
+    prompt_rows, candidate_rows = {}, []
+    rows = read_jsonl(Path(path)) if Path(path).is_file() else None
+    if rows is None:
+        raise InputError(path, None, "file not found")
+    if not rows:
+        raise InputError(path, None, "no candidates found", "add one JSON object per line")
+    for lineno, obj in rows:
+        if not isinstance(obj, dict):
+            raise InputError(path, lineno, "each line must be a JSON object with `prompt` and `candidates`")
+        unknown = set(obj) - CANDIDATE_KEYS
+        if unknown:
+            raise InputError(path, lineno, f"unknown field(s) {sorted(unknown)}", "allowed: prompt, candidates, generator")
+        if "prompt" not in obj:
+            raise InputError(path, lineno, "missing `prompt` (a string or a list of messages)")
+        messages = normalise_messages(obj["prompt"], path, lineno, "prompt")
+        texts = obj.get("candidates")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise InputError(path, lineno, "`candidates` must be a non-empty list of strings")
+        generator = obj.get("generator", "imported")
+        if not isinstance(generator, str) or not generator:
+            raise InputError(path, lineno, "`generator` must be a non-empty string")
+        pid = prompt_id_for(messages)
+        prompt_rows[pid] = {"prompt_id": pid, "messages": canonical_json(messages), "prompt_text": messages[-1]["content"],
+                            "source": str(path), "source_id": None, "metadata": None, "run_id": run_id}
+        params = canonical_json({"imported": True})
+        for i, text in enumerate(texts):
+            candidate_rows.append({
+                "candidate_id": content_id("candidate", pid, generator, text, i),
+                "prompt_id": pid, "sample_index": i, "text": text, "finish_reason": "imported",
+                "prompt_tokens": None, "completion_tokens": None, "latency_s": None,
+                "generator": generator, "params": params, "run_id": run_id,
+            })
+    with store.transaction():
+        stats = ImportStats(lines=len(rows), prompts_new=store.insert("prompts", list(prompt_rows.values())))
+        stats.candidates_new = store.insert("candidates", candidate_rows)
+    return stats

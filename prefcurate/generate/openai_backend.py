@@ -1,0 +1,54 @@
+"""Any OpenAI-compatible server (vLLM serve, SGLang, llama.cpp): async, bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from prefcurate.config import GeneratorConfig
+from prefcurate.errors import ConfigError
+from prefcurate.generate.base import GenRequest, GenResult, Sample
+
+
+class OpenAIGenerator:
+    def __init__(self, cfg: GeneratorConfig):
+        if not cfg.base_url:
+            raise ConfigError("generator.base_url: the openai backend needs the server URL, e.g. http://127.0.0.1:8000/v1")
+        self.cfg = cfg
+        self.name = f"openai:{cfg.model}"
+        self.failures: list[tuple[str, str]] = []  # (prompt_id, error) of requests that failed after retries
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        return asyncio.run(self._generate_all(requests))
+
+    async def _generate_all(self, requests: list[GenRequest]) -> list[GenResult]:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env, "EMPTY"),
+                             timeout=self.cfg.timeout_s)
+        gate = asyncio.Semaphore(self.cfg.concurrency)
+        async with client:
+            results = await asyncio.gather(*(self._one(client, gate, r) for r in requests))
+        return [r for r in results if r is not None]
+
+    async def _one(self, client, gate: asyncio.Semaphore, req: GenRequest) -> GenResult | None:
+        from openai import OpenAIError
+
+        async with gate:
+            start = time.perf_counter()
+            try:
+                resp = await client.chat.completions.create(
+                    model=self.cfg.model, messages=req.messages, n=self.cfg.n,
+                    temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                    max_tokens=self.cfg.max_tokens, seed=req.seed,
+                )
+            except OpenAIError as e:  # the SDK already retried transient faults
+                self.failures.append((req.prompt_id, f"{type(e).__name__}: {e}"))
+                return None
+        usage = resp.usage
+        # The server reports one completion-token total for all n choices; per-candidate counts are
+        # only known when n == 1.
+        per_choice = usage.completion_tokens if usage is not None and self.cfg.n == 1 else None
+        samples = [Sample(c.message.content or "", c.finish_reason, per_choice) for c in resp.choices]
+        return GenResult(req.prompt_id, samples, usage.prompt_tokens if usage else None, time.perf_counter() - start)

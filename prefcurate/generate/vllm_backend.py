@@ -1,0 +1,86 @@
+"""vLLM in-process: one engine per model and settings, shared by generation and the local judge."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+from prefcurate.config import GeneratorConfig, LocalModelConfig
+from prefcurate.errors import MissingDependencyError
+from prefcurate.generate.base import GenRequest, GenResult, Sample
+
+_ENGINES: dict[tuple, object] = {}
+
+
+def _engine_key(cfg: LocalModelConfig) -> tuple:
+    return (os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
+            cfg.dtype, cfg.max_model_len, cfg.enforce_eager, cfg.gpu_memory_utilization)
+
+
+def get_llm(cfg: LocalModelConfig):
+    """The shared ``vllm.LLM`` for these settings, started on first use."""
+    key = _engine_key(cfg)
+    if key not in _ENGINES:
+        # The CPU build needs a KV-cache size; 1 GiB is enough for small models and fits CI.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise MissingDependencyError("vLLM", "pip install 'prefcurate[cpu]'  # or [gpu]") from None
+        _ENGINES[key] = LLM(
+            model=cfg.model,
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            enforce_eager=cfg.enforce_eager,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_prefix_caching=True,
+            seed=0,
+        )
+    return _ENGINES[key]
+
+
+def shutdown_engines() -> None:
+    """Stop every engine's worker processes (``del`` alone leaves them running)."""
+    while _ENGINES:
+        _, llm = _ENGINES.popitem()
+        llm.llm_engine.engine_core.shutdown(timeout=1)
+        del llm
+    gc.collect()
+
+
+def sampling_params(cfg: GeneratorConfig, seed: int):
+    from vllm import SamplingParams
+
+    return SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                          max_tokens=cfg.max_tokens, seed=seed)
+
+
+class VLLMGenerator:
+    """One request per prompt with ``n`` parallel samples, so the prompt is prefilled once."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        self.cfg = cfg
+        self.name = f"vllm:{cfg.model}"
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        llm = get_llm(self.cfg)
+        start = time.perf_counter()
+        outputs = llm.chat(
+            [r.messages for r in requests],
+            [sampling_params(self.cfg, r.seed) for r in requests],
+            use_tqdm=False,
+        )
+        wall = time.perf_counter() - start
+        results = []
+        for req, out in zip(requests, outputs):
+            m = out.metrics
+            # Engine timestamps give the request's own time; without them, the batch's wall time.
+            latency = (m.last_token_ts - m.queued_ts) if m is not None and m.last_token_ts else wall
+            results.append(GenResult(
+                prompt_id=req.prompt_id,
+                samples=[Sample(c.text, c.finish_reason, len(c.token_ids)) for c in out.outputs],
+                prompt_tokens=len(out.prompt_token_ids or []),
+                latency_s=latency,
+            ))
+        return results

@@ -1,0 +1,171 @@
+"""Stage 7, snapshot: the pairs frozen as Parquet in TRL's conversational format.
+
+A snapshot folder holds ``train.parquet``, ``test.parquet`` and ``manifest.json``. Its id is a
+hash of the pair ids and the split settings, so the same pairs always give the same snapshot;
+files are written to a temporary folder and renamed into place, so a half-written snapshot is
+never visible; every file's sha256 is in the manifest and ``verify_snapshot`` checks them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import prefcurate
+from prefcurate.errors import NotFoundError, PrefcurateError
+from prefcurate.ids import content_id, sha256_file, unit_interval
+from prefcurate.store import Store
+
+SPLITS = ("train", "test")
+
+PAIRS_SQL = """
+SELECT v.pair_id, v.prompt_id, p.messages, v.chosen_text, v.rejected_text,
+       v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, pr.run_id
+FROM v_pairs v JOIN prompts p USING (prompt_id) JOIN pairs pr USING (pair_id)
+ORDER BY v.pair_id
+"""
+
+ROW_SCHEMA = pa.schema([
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("chosen", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("rejected", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("pair_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("margin", pa.float64()),
+    ("chosen_score", pa.float64()),
+    ("rejected_score", pa.float64()),
+])
+
+
+@dataclass
+class Snapshot:
+    snapshot_id: str
+    name: str | None
+    path: Path
+    n_pairs: int
+    n_train: int
+    n_test: int
+    manifest: dict
+    created: bool  # False when the same snapshot already existed
+
+
+def in_test_split(prompt_id: str, test_fraction: float) -> bool:
+    """By prompt hash, so all pairs of one prompt land in the same split."""
+    return unit_interval("split:" + prompt_id) < test_fraction
+
+
+def _trl_row(r: dict) -> dict:
+    return {
+        "prompt": json.loads(r["messages"]),
+        "chosen": [{"role": "assistant", "content": r["chosen_text"]}],
+        "rejected": [{"role": "assistant", "content": r["rejected_text"]}],
+        "pair_id": r["pair_id"], "prompt_id": r["prompt_id"], "margin": r["margin"],
+        "chosen_score": r["chosen_score"], "rejected_score": r["rejected_score"],
+    }
+
+
+def snapshots_dir(store: Store) -> Path:
+    return store.root / "snapshots"
+
+
+def create_snapshot(store: Store, name: str | None = None, test_fraction: float = 0.1,
+                    run_id: str | None = None) -> Snapshot:
+    """Freeze every stored pair into a new snapshot, or return the identical one that exists."""
+    rows = store.query(PAIRS_SQL)
+    if not rows:
+        raise PrefcurateError("no pairs to snapshot; run `prefcurate run CONFIG` first")
+    snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
+    existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
+    if existing and Path(existing[0]["path"]).is_dir():
+        return _from_row(existing[0], created=False)
+
+    splits = {s: [] for s in SPLITS}
+    for r in rows:
+        splits["test" if in_test_split(r["prompt_id"], test_fraction) else "train"].append(_trl_row(r))
+
+    final = snapshots_dir(store) / snapshot_id
+    tmp = snapshots_dir(store) / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        files = {}
+        for split, items in splits.items():
+            fname = f"{split}.parquet"
+            pq.write_table(pa.Table.from_pylist(items, schema=ROW_SCHEMA), tmp / fname)
+            files[fname] = {"sha256": sha256_file(tmp / fname), "rows": len(items)}
+        run_ids = sorted({r["run_id"] for r in rows if r["run_id"]})
+        configs = {r["run_id"]: json.loads(r["config"]) for r in store.query(
+            "SELECT run_id, config FROM runs WHERE list_contains(?, run_id) AND config IS NOT NULL", [run_ids])}
+        manifest = {
+            "snapshot_id": snapshot_id,
+            "name": name,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "prefcurate_version": prefcurate.__version__,
+            "format": "trl-conversational-explicit-prompt",
+            "counts": {"pairs": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
+                       "prompts": len({r["prompt_id"] for r in rows})},
+            "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction},
+            "files": files,
+            "judges": sorted({r["judge"] for r in rows}),
+            "rubric_hashes": sorted({r["rubric_hash"] for r in rows}),
+            "generators": sorted({r["generator"] for r in rows}),
+            "strategies": sorted({r["strategy"] for r in rows}),
+            "run_configs": configs,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o444)
+        if final.exists():  # a folder left by a run that died before recording it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    store.insert("snapshots", [{
+        "snapshot_id": snapshot_id, "name": name, "path": str(final), "n_pairs": len(rows),
+        "n_train": len(splits["train"]), "n_test": len(splits["test"]), "manifest": manifest,
+        "audit_id": None, "run_id": run_id,
+    }])
+    return Snapshot(snapshot_id, name, final, len(rows), len(splits["train"]), len(splits["test"]), manifest, True)
+
+
+def _from_row(row: dict, created: bool = False) -> Snapshot:
+    return Snapshot(row["snapshot_id"], row["name"], Path(row["path"]), row["n_pairs"], row["n_train"],
+                    row["n_test"], json.loads(row["manifest"]), created)
+
+
+def get_snapshot(store: Store, snapshot_id: str) -> Snapshot:
+    rows = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
+    if not rows:
+        raise NotFoundError(f"snapshot {snapshot_id!r} not found; `prefcurate snapshot list` shows the ids")
+    return _from_row(rows[0])
+
+
+def list_snapshots(store: Store) -> list[Snapshot]:
+    return [_from_row(r) for r in store.query("SELECT * FROM snapshots ORDER BY created_at DESC")]
+
+
+def verify_snapshot(path: str | Path) -> dict:
+    """Check every file against the manifest's sha256; return the manifest, or raise naming the file."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise NotFoundError(f"{path}: no manifest.json here; is this a snapshot folder?")
+    manifest = json.loads(manifest_path.read_text())
+    for fname, meta in manifest["files"].items():
+        f = path / fname
+        if not f.is_file():
+            raise PrefcurateError(f"snapshot {manifest['snapshot_id']}: {fname} is missing; recreate the snapshot")
+        if sha256_file(f) != meta["sha256"]:
+            raise PrefcurateError(
+                f"snapshot {manifest['snapshot_id']}: {fname} does not match its checksum in manifest.json; "
+                "the snapshot was modified after it was frozen: recreate it with `prefcurate snapshot create`"
+            )
+    return manifest

@@ -1,0 +1,195 @@
+"""The store: one DuckDB file holding every stage's rows, opened by path.
+
+Schema changes are numbered SQL files in ``migrations/``, applied in order on open and
+recorded in ``schema_migrations``. Writers insert with ``ON CONFLICT DO NOTHING`` on
+content-derived ids, so a rerun adds nothing it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from prefcurate.errors import StoreError
+
+DEFAULT_DB = "data/prefcurate.duckdb"
+READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SHOW", "DESCRIBE", "SUMMARIZE"}
+
+
+def resolve_db_path(db: str | os.PathLike | None = None) -> Path:
+    """``--db`` if given, else ``$PREFCURATE_DB``, else ``data/prefcurate.duckdb``."""
+    return Path(db or os.environ.get("PREFCURATE_DB") or DEFAULT_DB)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    files = sorted(f for f in resources.files("prefcurate.migrations").iterdir() if f.name.endswith(".sql"))
+    return [(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8")) for f in files]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _explain_open_error(path: Path, e: Exception) -> StoreError:
+    text = str(e)
+    if "lock" in text.lower():
+        return StoreError(
+            f"{path}: the store is in use by another prefcurate process; wait for it to finish "
+            "or pass another --db"
+        )
+    if "not a valid DuckDB database" in text or "database file" in text.lower() or "Invalid Input Error" in text:
+        return StoreError(f"{path}: not a DuckDB database; point --db (or PREFCURATE_DB) at a prefcurate store")
+    return StoreError(f"{path}: cannot open the store: {text.splitlines()[0]}")
+
+
+class Store:
+    """An open store. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
+        self.path = resolve_db_path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: no store here yet; run `prefcurate run CONFIG` or pass --db")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.SerializationException) as e:
+            raise _explain_open_error(self.path, e) from None
+        if not read_only:
+            self._migrate()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path:
+        """The folder beside the store file where snapshots live."""
+        return self.path.parent
+
+    def _migrate(self) -> None:
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+        )
+        done = {v for (v,) in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            with self.transaction():
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
+
+    # -- reading and writing ---------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run a statement and return its rows as dicts."""
+        cur = self.con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows (dicts with the same keys), skipping ids already stored; return how many were new.
+
+        dict and list values are stored as JSON text.
+        """
+        if not rows:
+            return 0
+        cols = list(rows[0])
+        data = {c: [_to_cell(r[c]) for r in rows] for c in cols}
+        batch = pa.table(data)
+        before = self.scalar(f"SELECT count(*) FROM {table}")
+        self.con.register("_incoming", batch)
+        try:
+            col_list = ", ".join(cols)
+            self.con.execute(
+                f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM _incoming ON CONFLICT DO NOTHING"
+            )
+        finally:
+            self.con.unregister("_incoming")
+        return self.scalar(f"SELECT count(*) FROM {table}") - before
+
+    def counts(self) -> dict[str, int]:
+        return {r["stage"]: int(r["n"]) for r in self.query("SELECT stage, n FROM v_counts")}
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, command: str, config: dict | None = None) -> str:
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self.con.execute(
+            "INSERT INTO runs (run_id, command, config, started_at, status) VALUES (?, ?, ?, ?, 'running')",
+            [run_id, command, json.dumps(config) if config is not None else None, _now()],
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, stats: dict | None = None, error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, stats = ?, error = ? WHERE run_id = ?",
+            [_now(), "failed" if error else "ok", json.dumps(stats or {}), error, run_id],
+        )
+
+    # -- the read-only SQL console ---------------------------------------------------------
+    def read_query(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """Run one or more read statements; refuse anything that would write. Returns the last result."""
+        try:
+            statements = self.con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise StoreError(f"SQL error: {str(e).splitlines()[0]}") from None
+        if not statements:
+            raise StoreError("no SQL statement given; pass a query such as \"select * from v_pairs limit 5\"")
+        for st in statements:
+            kind = st.type.name
+            if kind not in READ_STATEMENTS:
+                raise StoreError(f"`prefcurate sql` is read-only: {kind} statements are refused")
+        cur = None
+        try:
+            for st in statements:
+                cur = self.con.execute(st)
+        except duckdb.Error as e:
+            raise StoreError(f"SQL error: {str(e).splitlines()[0]}") from None
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall() if cols else []
+
+
+def _to_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+@contextmanager
+def open_store(db: str | os.PathLike | None = None, read_only: bool = False) -> Iterator[Store]:
+    store = Store(db, read_only=read_only)
+    try:
+        yield store
+    finally:
+        store.close()

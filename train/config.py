@@ -1,0 +1,43 @@
+"""Training configuration (YAML in train/configs/). Every field: default and meaning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefcurate.config import load_yaml_model
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Train a LoRA adapter (False: full fine-tuning).")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear or a list of names.")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="Policy to train; None: the snapshot's generator (on-policy).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = Field("sigmoid", description="DPO loss.")
+    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference model.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust loss).")
+    learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the train split.")
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run the epochs).")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Pairs per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
+    max_length: int = Field(1024, ge=16, description="Prompt + completion tokens kept per example.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+    seed: int = Field(0, description="Training seed.")
+    logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps.")
+    output_root: str = Field("runs", description="Runs are written to OUTPUT_ROOT/<train_run_id>/.")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    return load_yaml_model(path, TrainConfig, "pass --config train/configs/dpo.yaml or another training config")
