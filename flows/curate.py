@@ -16,13 +16,13 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from judge.stage import judge, judge_name  # noqa: E402
 from judge.rubric import load_rubric  # noqa: E402
+from judge.stage import judge, judge_name  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
 from prefcurate.prompts import import_prompts  # noqa: E402
-from prefcurate.store import open_store  # noqa: E402
+from prefcurate.store import new_run_id, open_store  # noqa: E402
 
 
 def _stats(obj) -> dict:
@@ -74,11 +74,13 @@ def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
     """Run every stage that has work to do; return the run id and each stage's counts."""
     cfg = load_config(config_path)
     load_rubric(cfg.judge.rubric)  # a bad rubric fails before any model is loaded
-    with open_store(db) as store:
-        run_id = store.start_run("run", cfg.model_dump(mode="json"))
+    run_id = new_run_id()
     stats: dict[str, dict] = {}
+    # The run is recorded once its prompts validated: a refused input file leaves the store as it was.
+    prompt_ids, stats["prompts"] = prompts_task(db, cfg, run_id)
+    with open_store(db) as store:
+        store.start_run("run", cfg.model_dump(mode="json"), run_id)
     try:
-        prompt_ids, stats["prompts"] = prompts_task(db, cfg, run_id)
         stats["generate"] = generate_task(db, cfg, prompt_ids, run_id, show_progress)
         stats["judge"] = judge_task(db, cfg, prompt_ids, run_id, show_progress)
         stats["pairs"] = pairs_task(db, cfg, prompt_ids, run_id)

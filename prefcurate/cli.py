@@ -65,6 +65,12 @@ def print_counts(store) -> None:
 def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")], db: Db = None,
         quiet: Quiet = False) -> None:
     """Run the curation flow: prompts, generate, judge, pairs (each does only what is missing)."""
+    from judge.rubric import load_rubric
+    from prefcurate.config import load_config
+
+    # Bad input fails here, in a second, before Prefect or a model starts.
+    load_rubric(load_config(config).judge.rubric)
+
     from flows.curate import curate
     from prefcurate.generate.vllm_backend import shutdown_engines
     from prefcurate.store import open_store, resolve_db_path
@@ -89,7 +95,7 @@ def import_prompts_cmd(file: Annotated[str, typer.Argument(help="JSONL, Parquet 
     from prefcurate.prompts import import_prompts
     from prefcurate.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db) as store, store.transaction():  # all or nothing
         run_id = store.start_run("import prompts", {"file": file})
         stats = import_prompts(store, file, run_id)
         store.finish_run(run_id, {"prompts": {k: v for k, v in asdict(stats).items() if k != "prompt_ids"}})
@@ -104,7 +110,7 @@ def import_candidates_cmd(file: Annotated[str, typer.Argument(help="JSONL: {prom
     from prefcurate.generate import import_candidates
     from prefcurate.store import open_store
 
-    with open_store(db) as store:
+    with open_store(db) as store, store.transaction():  # all or nothing
         run_id = store.start_run("import candidates", {"file": file})
         stats = import_candidates(store, file, run_id)
         store.finish_run(run_id, {"candidates": asdict(stats)})
@@ -127,7 +133,7 @@ def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to rem
         test_fraction = (load_config(config).snapshot if config else SnapshotConfig()).test_fraction
     if not 0 <= test_fraction < 1:
         raise PrefcurateError(f"--test-fraction is {test_fraction}; give a value in [0, 1)")
-    with open_store(db) as store:
+    with open_store(db) as store, store.transaction():
         run_id = store.start_run("snapshot create", {"name": name, "test_fraction": test_fraction})
         snap = create_snapshot(store, name, test_fraction, run_id)
         store.finish_run(run_id, {"snapshot": {"snapshot_id": snap.snapshot_id, "created": snap.created}})

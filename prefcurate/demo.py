@@ -33,6 +33,7 @@ def _cli(*args: str, capture: bool = False) -> str:
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the model is built locally
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: telemetry would only log errors
     db = resolve_db_path()
     if not (Path(MODEL) / "config.json").is_file():
         _cli("tiny-model", MODEL)

@@ -58,6 +58,7 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
         self.path = resolve_db_path(path)
         self.read_only = read_only
+        self._depth = 0
         if read_only and not self.path.exists():
             raise StoreError(f"{self.path}: no store here yet; run `prefcurate run CONFIG` or pass --db")
         if not read_only:
@@ -100,13 +101,25 @@ class Store:
     # -- reading and writing ---------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """All or nothing. Nested uses join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self._depth = 1
         try:
             yield
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        self.con.execute("COMMIT")
+        else:
+            self.con.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run a statement and return its rows as dicts."""
@@ -143,8 +156,10 @@ class Store:
         return {r["stage"]: int(r["n"]) for r in self.query("SELECT stage, n FROM v_counts")}
 
     # -- runs ------------------------------------------------------------------------------
-    def start_run(self, command: str, config: dict | None = None) -> str:
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    def start_run(self, command: str, config: dict | None = None, run_id: str | None = None) -> str:
+        """Record a run as started. Callers validate their input first, so a refused command leaves
+        no trace in the store."""
+        run_id = run_id or new_run_id()
         self.con.execute(
             "INSERT INTO runs (run_id, command, config, started_at, status) VALUES (?, ?, ?, ?, 'running')",
             [run_id, command, json.dumps(config) if config is not None else None, _now()],
@@ -178,6 +193,11 @@ class Store:
             raise StoreError(f"SQL error: {str(e).splitlines()[0]}") from None
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall() if cols else []
+
+
+def new_run_id() -> str:
+    """Time-ordered and unique: 20261130T052258-d368ce7a."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 def _to_cell(value: Any) -> Any:

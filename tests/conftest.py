@@ -1,0 +1,148 @@
+"""Shared test set-up: one tiny model, one vLLM engine, one Prefect harness per session.
+
+The environment is set before anything imports Prefect or vLLM: Prefect's home and vLLM's
+socket files go to a temporary folder, and nothing may be fetched from a model hub.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="prefcurate-tests-"))
+os.environ.update({
+    "TMPDIR": str(_TMP),
+    "PREFECT_HOME": str(_TMP / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_MEMO_STORE_PATH": str(_TMP / "prefect" / "memo_store.toml"),
+    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_TMP / "prefect" / "storage"),
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+})
+os.environ.pop("PREFCURATE_DB", None)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from prefcurate.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-model")
+
+
+def model_settings(tiny_model: Path) -> dict:
+    """Engine settings shared by generator and judge, so the whole session uses one vLLM engine."""
+    return {"model": str(tiny_model), "dtype": "float32", "max_model_len": 2048, "enforce_eager": True}
+
+
+@pytest.fixture(scope="session")
+def config_dict(tiny_model) -> dict:
+    return {
+        "name": "test",
+        "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 6},
+        "generator": {"backend": "vllm", "n": 3, "max_tokens": 24, "temperature": 0.8, **model_settings(tiny_model)},
+        "judge": {"backend": "local", "engine": "vllm", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
+                  **model_settings(tiny_model)},
+        "pairs": {"min_margin": 0.1},
+        "snapshot": {"test_fraction": 0.34},
+    }
+
+
+@pytest.fixture(scope="session")
+def config_path(config_dict, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "test.yaml"
+    path.write_text(yaml.safe_dump(config_dict))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def pipeline_store(prefect_harness, config_path, tmp_path_factory) -> Path:
+    """A store after one full flow run on the test config."""
+    from flows.curate import curate
+
+    db = tmp_path_factory.mktemp("pipeline") / "prefcurate.duckdb"
+    curate(str(config_path), str(db))
+    return db
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture
+def cli():
+    """Invoke the CLI in-process, as a user would from a shell: cli("import", "prompts", FILE)."""
+    from typer.testing import CliRunner
+
+    from prefcurate.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def table_checksums(db: Path) -> dict[str, int]:
+    """A checksum per table, to show that a refused command changed nothing."""
+    import duckdb
+
+    if not db.exists():
+        return {}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        return {t: con.execute(f"SELECT count(*), coalesce(sum(hash(t::VARCHAR)), 0) FROM {t} t").fetchone()
+                for t in tables}
+    finally:
+        con.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from prefcurate.generate import vllm_backend
+
+    vllm_backend.shutdown_engines()
+
+
+JUDGE, RUBRIC_HASH = "test:judge", "rubric0"
+
+
+def seed_scored(store, groups: dict[str, list[tuple[str, float | None]]]) -> None:
+    """Prompts with candidates and one judgment each: {prompt text: [(candidate text, overall), ...]};
+    an overall of None is stored as a failed judgment."""
+    from judge.stage import judgment_id
+    from prefcurate.ids import canonical_json, content_id
+    from prefcurate.prompts import prompt_id_for
+
+    for text, cands in groups.items():
+        messages = [{"role": "user", "content": text}]
+        pid = prompt_id_for(messages)
+        store.insert("prompts", [{"prompt_id": pid, "messages": canonical_json(messages), "prompt_text": text}])
+        for i, (ctext, score) in enumerate(cands):
+            cid = content_id("candidate", pid, "test", ctext, i)
+            store.insert("candidates", [{"candidate_id": cid, "prompt_id": pid, "sample_index": i, "text": ctext,
+                                         "generator": "vllm:test-model", "completion_tokens": len(ctext.split())}])
+            store.insert("judgments", [{
+                "judgment_id": judgment_id(cid, JUDGE, RUBRIC_HASH), "prompt_id": pid, "candidate_id": cid,
+                "judge": JUDGE, "rubric_hash": RUBRIC_HASH, "mode": "pointwise", "repeat_index": 0,
+                "overall": score, "status": "ok" if score is not None else "api_error"}])

@@ -1,0 +1,64 @@
+"""`prefcurate run CONFIG`: the Prefect flow runs every stage for real (vLLM generation, local
+judge), and a rerun with the same config adds no rows and calls no model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prefcurate.store import Store
+
+
+def test_flow_run_fills_every_stage(pipeline_store):
+    with Store(pipeline_store) as store:
+        counts = store.counts()
+        assert counts["prompts"] == 6 and counts["candidates"] == 18 and counts["judgments"] == 18
+        assert counts["judgment failures"] == 0 and counts["pairs"] >= 3
+        run = store.query("SELECT * FROM runs")[0]
+        assert run["command"] == "run" and run["status"] == "ok"
+        stats = json.loads(run["stats"])
+        assert stats["generate"]["candidates_new"] == 18 and stats["judge"]["judged"] == 18
+        assert stats["pairs"]["pairs_new"] + stats["pairs"]["dropped_tie"] + stats["pairs"]["dropped_low_margin"] == 6
+        # Every row carries the id of the run that wrote it.
+        for table in ("prompts", "candidates", "judgments", "pairs"):
+            assert store.scalar(f"SELECT count(DISTINCT run_id) FROM {table} WHERE run_id = ?", [run["run_id"]]) == 1
+        v = store.query("SELECT * FROM v_pairs")[0]
+        assert v["chosen_score"] - v["rejected_score"] == pytest.approx(v["margin"]) and v["chosen_chars"] > 0
+
+
+def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli, monkeypatch):
+    from judge.local import LocalJudge
+    from prefcurate.generate import vllm_backend
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was called on a rerun")
+
+    monkeypatch.setattr(vllm_backend.VLLMGenerator, "generate", no_model)
+    monkeypatch.setattr(LocalJudge, "__init__", no_model)
+    monkeypatch.setattr(vllm_backend, "shutdown_engines", lambda: None)  # keep the session's engine
+    with Store(pipeline_store) as store:
+        before = {t: n for t, n in store.counts().items()}
+
+    result = cli("run", config_path, "--db", pipeline_store, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "candidates_new=0" in result.output and "already_judged=18" in result.output
+    with Store(pipeline_store) as store:
+        assert store.counts() == before
+        assert store.scalar("SELECT count(*) FROM runs WHERE status = 'ok'") == 2
+
+
+def test_run_with_bad_prompts_file_leaves_the_store_unchanged(pipeline_store, config_dict, tmp_path, cli):
+    import yaml
+    from conftest import table_checksums
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 42}\n')
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict | {"prompts": {"path": str(bad)}}))
+    before = table_checksums(pipeline_store)
+    with pytest.raises(Exception, match=f"{bad}:2: `prompt` must be a non-empty string"):
+        from flows.curate import curate
+
+        curate(str(cfg), str(pipeline_store))
+    assert table_checksums(pipeline_store) == before

@@ -1,0 +1,79 @@
+"""Generation: N candidates per prompt from a real vLLM engine on CPU (and transformers);
+only what is missing is generated; candidates imported from JSONL are stored as given."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import model_settings
+
+from prefcurate.config import GeneratorConfig
+from prefcurate.generate import generate
+from prefcurate.prompts import import_prompts
+from prefcurate.store import Store
+
+
+def _prompts(store, tmp_path, texts):
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    return import_prompts(store, str(f)).prompt_ids
+
+
+def test_vllm_generates_n_candidates_per_prompt_once(tmp_path, tiny_model):
+    cfg = GeneratorConfig(backend="vllm", n=3, max_tokens=16, **model_settings(tiny_model))
+    with Store(tmp_path / "a.duckdb") as store:
+        ids = _prompts(store, tmp_path, ["Name a fruit.", "Count to three.", "Say hello."])
+        stats = generate(store, cfg, ids, run_id="r1")
+        assert (stats.generated, stats.candidates_new, stats.failed) == (3, 9, 0)
+        rows = store.query("SELECT * FROM candidates ORDER BY prompt_id, sample_index")
+        assert {r["sample_index"] for r in rows} == {0, 1, 2}
+        for r in rows:
+            assert r["finish_reason"] in {"stop", "length"}
+            assert 1 <= r["completion_tokens"] <= 16 and r["prompt_tokens"] > 0 and r["latency_s"] > 0
+            assert r["generator"] == f"vllm:{tiny_model}" and json.loads(r["params"])["n"] == 3
+        texts_a = [r["text"] for r in rows]
+
+        again = generate(store, cfg, ids, run_id="r2")
+        assert (again.already_done, again.generated, again.candidates_new) == (3, 0, 0)
+
+    # Per-prompt seeds: a fresh store gets exactly the same candidates.
+    with Store(tmp_path / "b.duckdb") as store:
+        ids = _prompts(store, tmp_path, ["Name a fruit.", "Count to three.", "Say hello."])
+        generate(store, cfg, ids)
+        assert [r["text"] for r in store.query("SELECT text FROM candidates ORDER BY prompt_id, sample_index")] == texts_a
+
+
+def test_transformers_backend_generates(tmp_path, tiny_model):
+    cfg = GeneratorConfig(backend="transformers", n=2, max_tokens=8, model=str(tiny_model), dtype="float32")
+    with Store(tmp_path / "t.duckdb") as store:
+        ids = _prompts(store, tmp_path, ["Name a fruit."])
+        stats = generate(store, cfg, ids)
+        assert stats.candidates_new == 2
+        rows = store.query("SELECT text, finish_reason, completion_tokens, generator FROM candidates")
+        assert all(r["generator"].startswith("transformers:") and r["completion_tokens"] <= 8 for r in rows)
+
+
+def test_import_candidates(cli, tmp_path, db):
+    f = tmp_path / "c.jsonl"
+    f.write_text(
+        json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Certainly! It is Paris."],
+                    "generator": "gpt-x"}) + "\n"
+        + json.dumps({"prompt": [{"role": "user", "content": "2+2?"}], "candidates": ["4", "5", "4"]}) + "\n"
+    )
+    result = cli("import", "candidates", f, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "lines 2, new prompts 2, new candidates 5" in result.output
+    assert "new candidates 0" in cli("import", "candidates", f, "--db", db).output
+    with Store(db) as store:
+        assert store.scalar("SELECT count(*) FROM candidates WHERE generator = 'imported'") == 3
+
+
+def test_import_candidates_bad_line(cli, tmp_path, db):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "ok", "candidates": ["a"]}) + "\n" + json.dumps({"prompt": "x", "candidates": "a"}) + "\n")
+    result = cli("import", "candidates", f, "--db", db)
+    assert result.exit_code == 2
+    assert f"{f}:2: `candidates` must be a non-empty list of strings" in result.stderr
+    with Store(db) as store:
+        assert store.scalar("SELECT count(*) FROM candidates") == 0
+
