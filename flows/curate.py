@@ -9,7 +9,6 @@ local API); `prefect server start` gives the UI.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
 
@@ -25,10 +24,6 @@ from prefcurate.prompts import import_prompts  # noqa: E402
 from prefcurate.store import new_run_id, open_store  # noqa: E402
 
 
-def _stats(obj) -> dict:
-    return {k: v for k, v in asdict(obj).items() if k != "prompt_ids"}
-
-
 # Tasks take the store's path, never an open connection; each opens its own.
 @task(name="prompts", cache_policy=NO_CACHE)
 def prompts_task(db: str, cfg: Config, run_id: str) -> tuple[list[str] | None, dict]:
@@ -37,8 +32,8 @@ def prompts_task(db: str, cfg: Config, run_id: str) -> tuple[list[str] | None, d
         return None, {}
     with open_store(db) as store:
         stats = import_prompts(store, cfg.prompts.path, run_id, cfg.prompts.split, cfg.prompts.limit)
-    get_run_logger().info("prompts: %s", _stats(stats))
-    return stats.prompt_ids, _stats(stats)
+    get_run_logger().info("prompts: %s", stats.as_dict())
+    return stats.prompt_ids, stats.as_dict()
 
 
 @task(name="generate", cache_policy=NO_CACHE)
@@ -48,16 +43,16 @@ def generate_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: st
         return {}
     with open_store(db) as store:
         stats = generate(store, cfg.generator, prompt_ids, run_id, show_progress)
-    get_run_logger().info("generate: %s", _stats(stats))
-    return _stats(stats)
+    get_run_logger().info("generate: %s", stats.as_dict())
+    return stats.as_dict()
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
     with open_store(db) as store:
         stats = judge(store, cfg.judge, prompt_ids, run_id, show_progress)
-    get_run_logger().info("judge: %s", _stats(stats))
-    return _stats(stats)
+    get_run_logger().info("judge: %s", stats.as_dict())
+    return stats.as_dict()
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
@@ -65,8 +60,8 @@ def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) 
     rubric_hash = load_rubric(cfg.judge.rubric).hash
     with open_store(db) as store:
         stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric_hash, prompt_ids, run_id)
-    get_run_logger().info("pairs: %s", _stats(stats))
-    return _stats(stats)
+    get_run_logger().info("pairs: %s", stats.as_dict())
+    return stats.as_dict()
 
 
 @flow(name="prefcurate-curate")

@@ -12,13 +12,14 @@ from judge.rubric import Rubric, load_rubric
 from prefcurate.config import JudgeConfig
 from prefcurate.ids import content_id
 from prefcurate.progress import track
+from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
 log = logging.getLogger("prefcurate")
 
 
 @dataclass
-class JudgeStats:
+class JudgeStats(StageStats):
     candidates: int = 0
     already_judged: int = 0
     judged: int = 0

@@ -10,13 +10,11 @@ import functools
 import json
 import os
 import sys
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from prefcurate.display import console, print_counts, print_table
 from prefcurate.errors import PrefcurateError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,7 +26,6 @@ app.add_typer(import_app, name="import")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(train_app, name="train")
 
-console = Console()
 Db = Annotated[str | None, typer.Option("--db", help="Store file (default: $PREFCURATE_DB, else data/prefcurate.duckdb).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -45,19 +42,6 @@ def errors_to_exit(fn):
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
-
-
-def _print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r))
-    console.print(table)
-
-
-def print_counts(store) -> None:
-    _print_table("Rows per stage", ["stage", "rows"], list(store.counts().items()))
 
 
 @app.command()
@@ -82,9 +66,20 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
     finally:
         shutdown_engines()
     rows = [(stage, ", ".join(f"{k}={v}" for k, v in s.items())) for stage, s in result["stats"].items()]
-    _print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
+    print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
     with open_store(path) as store:
-        print_counts(store)
+        print_counts(store.counts())
+
+
+def _recorded_import(db: str | None, kind: str, file: str, importer) -> dict:
+    """Run one importer and its `runs` row in one transaction: a refused file leaves no trace."""
+    from prefcurate.store import open_store
+
+    with open_store(db) as store, store.transaction():
+        run_id = store.start_run(f"import {kind}", {"file": file})
+        stats = importer(store, file, run_id).as_dict()
+        store.finish_run(run_id, {kind: stats})
+    return stats
 
 
 @import_app.command("prompts")
@@ -93,13 +88,9 @@ def import_prompts_cmd(file: Annotated[str, typer.Argument(help="JSONL, Parquet 
                        db: Db = None) -> None:
     """Validate and store prompts; nothing is written unless every line is valid."""
     from prefcurate.prompts import import_prompts
-    from prefcurate.store import open_store
 
-    with open_store(db) as store, store.transaction():  # all or nothing
-        run_id = store.start_run("import prompts", {"file": file})
-        stats = import_prompts(store, file, run_id)
-        store.finish_run(run_id, {"prompts": {k: v for k, v in asdict(stats).items() if k != "prompt_ids"}})
-    console.print(f"prompts: read {stats.read}, new {stats.new}, duplicates {stats.duplicates}")
+    stats = _recorded_import(db, "prompts", file, import_prompts)
+    console.print(f"prompts: read {stats['read']}, new {stats['new']}, duplicates {stats['duplicates']}")
 
 
 @import_app.command("candidates")
@@ -108,13 +99,10 @@ def import_candidates_cmd(file: Annotated[str, typer.Argument(help="JSONL: {prom
                           db: Db = None) -> None:
     """Store candidates made elsewhere (and their prompts)."""
     from prefcurate.generate import import_candidates
-    from prefcurate.store import open_store
 
-    with open_store(db) as store, store.transaction():  # all or nothing
-        run_id = store.start_run("import candidates", {"file": file})
-        stats = import_candidates(store, file, run_id)
-        store.finish_run(run_id, {"candidates": asdict(stats)})
-    console.print(f"candidates: lines {stats.lines}, new prompts {stats.prompts_new}, new candidates {stats.candidates_new}")
+    stats = _recorded_import(db, "candidates", file, import_candidates)
+    console.print(f"candidates: lines {stats['lines']}, new prompts {stats['prompts_new']}, "
+                  f"new candidates {stats['candidates_new']}")
 
 
 @snapshot_app.command("create")
@@ -151,7 +139,7 @@ def snapshot_list(db: Db = None) -> None:
 
     with open_store(db) as store:
         snaps = list_snapshots(store)
-    _print_table("Snapshots", ["snapshot_id", "name", "pairs", "train", "test", "created", "path"],
+    print_table("Snapshots", ["snapshot_id", "name", "pairs", "train", "test", "created", "path"],
                  [(s.snapshot_id, s.name, s.n_pairs, s.n_train, s.n_test, s.manifest["created_at"], s.path)
                   for s in snaps])
 
@@ -194,7 +182,7 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     cfg = load_train_config(config)
     with open_store(db) as store:
         result = train_dpo(store, snapshot, cfg)
-    _print_table(f"Train run {result.train_run_id}", ["metric", "value"],
+    print_table(f"Train run {result.train_run_id}", ["metric", "value"],
                  list(result.metrics.items()))
     console.print(f"adapter: {result.adapter_dir}")
 
@@ -212,7 +200,7 @@ def sql(query: Annotated[str, typer.Argument(help="SQL; read statements only.")]
         for r in rows:
             print(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False))
     else:
-        _print_table("", columns, rows)
+        print_table("", columns, rows)
 
 
 @app.command("tiny-model")

@@ -11,13 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
+from prefcurate.display import console, print_counts
 from prefcurate.store import open_store, resolve_db_path
 
 CONFIG = "configs/demo.yaml"
 MODEL = ".cache/tiny-model"
-console = Console()
 
 
 def _cli(*args: str, capture: bool = False) -> str:
@@ -50,9 +48,7 @@ def main() -> None:
     console.print(f"store     {db}   (try: prefcurate sql \"select * from v_pairs limit 5\")")
     console.print(f"snapshot  {snapshot_id}  {snap['path']}")
     console.print(f"adapter   {Path(train['output_dir']) / 'adapter'}  (train run {train['train_run_id']})")
-    from prefcurate.cli import _print_table
-
-    _print_table("Rows per stage", ["stage", "rows"], list(counts.items()))
+    print_counts(counts)
 
 
 if __name__ == "__main__":

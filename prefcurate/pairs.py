@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from prefcurate.config import PairsConfig
 from prefcurate.ids import content_id
+from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
 # Mean over repeats of each candidate's plain pointwise score, then the best and worst per prompt
@@ -42,7 +43,7 @@ TIE_EPSILON = 1e-9  # scores closer than this are equal (float noise from averag
 
 
 @dataclass
-class PairStats:
+class PairStats(StageStats):
     prompts: int = 0
     pairs: int = 0
     pairs_new: int = 0

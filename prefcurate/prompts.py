@@ -10,6 +10,7 @@ from typing import Any
 
 from prefcurate.errors import InputError
 from prefcurate.ids import canonical_json, content_id
+from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
 ROLES = {"system", "user", "assistant"}
@@ -29,11 +30,11 @@ class Prompt:
 
 
 @dataclass
-class PromptStats:
+class PromptStats(StageStats):
     read: int = 0
     new: int = 0
     duplicates: int = 0
-    prompt_ids: list[str] = field(default_factory=list, repr=False)
+    prompt_ids: list[str] = field(default_factory=list, repr=False, metadata={"summary": False})
 
 
 def normalise_messages(value: Any, path: str, where: int | None, key: str) -> list[dict[str, str]]:

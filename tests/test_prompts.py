@@ -88,3 +88,19 @@ def test_real_prompts_from_the_autoj_fixture(tmp_path, db):
         distinct = len({r["prompt"].strip() for r in rows})
         assert (stats.read, stats.new, stats.duplicates) == (len(rows), distinct, len(rows) - distinct)
         assert store.scalar("SELECT count(*) FROM prompts") == distinct
+
+
+def test_datasets_loadable_folder(cli, tmp_path, db):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    (folder / "train.csv").write_text('prompt,id\n"What is DPO?",a\n"Define entropy.",b\n')
+    result = cli("import", "prompts", folder, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "read 2, new 2" in result.output
+
+
+def test_unloadable_source(cli, tmp_path, db):
+    result = cli("import", "prompts", tmp_path / "missing.jsonl", "--db", db)
+    assert result.exit_code == 2 and "missing.jsonl: file not found" in result.stderr
+    result = cli("import", "prompts", tmp_path / "no_such_folder", "--db", db)
+    assert result.exit_code == 2 and "cannot load as a dataset" in result.stderr

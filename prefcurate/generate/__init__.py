@@ -17,6 +17,7 @@ from prefcurate.generate.base import GenRequest, GenResult
 from prefcurate.ids import canonical_json, content_id
 from prefcurate.progress import track
 from prefcurate.prompts import normalise_messages, prompt_id_for, prompt_messages, read_jsonl
+from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
 log = logging.getLogger("prefcurate")
@@ -24,12 +25,13 @@ CANDIDATE_KEYS = {"prompt", "candidates", "generator"}
 
 
 @dataclass
-class GenerateStats:
+class GenerateStats(StageStats):
     prompts: int = 0
     already_done: int = 0
     generated: int = 0
     candidates_new: int = 0
     failed: int = 0
+    first_error: str | None = None
 
 
 def make_generator(cfg: GeneratorConfig):
@@ -94,16 +96,21 @@ def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = 
             chunk = todo[start:start + chunk_size]
             requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid)) for pid in chunk]
             results = generator.generate(requests)
-            rows = [row for r in results for row in _candidate_rows(r, generator.name, params, run_id)]
+            for r in results:
+                if r.error:  # nothing stored: the next run asks again
+                    log.warning("generate: prompt %s failed: %s", r.prompt_id, r.error)
+                    stats.first_error = stats.first_error or r.error
+            ok = [r for r in results if not r.error]
+            rows = [row for r in ok for row in _candidate_rows(r, generator.name, params, run_id)]
             stats.candidates_new += store.insert("candidates", rows)
-            stats.generated += len(results)
-            stats.failed += len(chunk) - len(results)
+            stats.generated += len(ok)
+            stats.failed += len(chunk) - len(ok)
             progress.advance(len(chunk))
     return stats
 
 
 @dataclass
-class ImportStats:
+class ImportStats(StageStats):
     lines: int = 0
     prompts_new: int = 0
     candidates_new: int = 0

@@ -25,3 +25,4 @@ class GenResult:
     samples: list[Sample]
     prompt_tokens: int | None
     latency_s: float
+    error: str | None = None  # set when the request failed after the backend's own retries

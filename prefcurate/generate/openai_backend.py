@@ -17,7 +17,6 @@ class OpenAIGenerator:
             raise ConfigError("generator.base_url: the openai backend needs the server URL, e.g. http://127.0.0.1:8000/v1")
         self.cfg = cfg
         self.name = f"openai:{cfg.model}"
-        self.failures: list[tuple[str, str]] = []  # (prompt_id, error) of requests that failed after retries
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         return asyncio.run(self._generate_all(requests))
@@ -29,10 +28,9 @@ class OpenAIGenerator:
                              timeout=self.cfg.timeout_s)
         gate = asyncio.Semaphore(self.cfg.concurrency)
         async with client:
-            results = await asyncio.gather(*(self._one(client, gate, r) for r in requests))
-        return [r for r in results if r is not None]
+            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
 
-    async def _one(self, client, gate: asyncio.Semaphore, req: GenRequest) -> GenResult | None:
+    async def _one(self, client, gate: asyncio.Semaphore, req: GenRequest) -> GenResult:
         from openai import OpenAIError
 
         async with gate:
@@ -44,8 +42,7 @@ class OpenAIGenerator:
                     max_tokens=self.cfg.max_tokens, seed=req.seed,
                 )
             except OpenAIError as e:  # the SDK already retried transient faults
-                self.failures.append((req.prompt_id, f"{type(e).__name__}: {e}"))
-                return None
+                return GenResult(req.prompt_id, [], None, time.perf_counter() - start, f"{type(e).__name__}: {e}")
         usage = resp.usage
         # The server reports one completion-token total for all n choices; per-candidate counts are
         # only known when n == 1.

@@ -1,0 +1,21 @@
+"""Terminal output shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    console.print(table)
+
+
+def print_counts(counts: dict[str, int]) -> None:
+    print_table("Rows per stage", ["stage", "rows"], list(counts.items()))

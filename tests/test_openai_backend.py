@@ -1,0 +1,77 @@
+"""The openai backend against a real OpenAI-compatible server: vLLM's own, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from prefcurate.config import GeneratorConfig
+from prefcurate.generate import generate
+from prefcurate.prompts import import_prompts
+from prefcurate.store import Store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+           "--enforce-eager", "--max-model-len", "2048", "--no-enable-chunked-prefill",
+           "--max-num-batched-tokens", "8192"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("vLLM server did not start:\n" + log.read_text()[-3000:]) from None
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_openai_backend_generates_against_a_vllm_server(vllm_server, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ["Name a fruit.", "Say hello.", "Count to 3."]))
+    cfg = GeneratorConfig(backend="openai", model="tiny", base_url=vllm_server, n=2, max_tokens=12, concurrency=2)
+    with Store(tmp_path / "s.duckdb") as store:
+        ids = import_prompts(store, str(f)).prompt_ids
+        stats = generate(store, cfg, ids)
+        assert (stats.generated, stats.candidates_new, stats.failed) == (3, 6, 0)
+        rows = store.query("SELECT * FROM candidates")
+        assert all(r["generator"] == "openai:tiny" and r["finish_reason"] in {"stop", "length"} for r in rows)
+        assert all(r["prompt_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
+        assert generate(store, cfg, ids).generated == 0
+
+
+def test_openai_backend_counts_failures_and_stores_nothing_for_them(vllm_server, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n")
+    cfg = GeneratorConfig(backend="openai", model="no-such-model", base_url=vllm_server, n=1, max_tokens=4)
+    with Store(tmp_path / "s.duckdb") as store:
+        ids = import_prompts(store, str(f)).prompt_ids
+        stats = generate(store, cfg, ids)
+        assert (stats.generated, stats.failed) == (0, 1) and "NotFoundError" in stats.first_error
+        assert store.scalar("SELECT count(*) FROM candidates") == 0
