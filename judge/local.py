@@ -10,11 +10,14 @@ The score is the probability-weighted mean over the scale, given that the answer
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass
 
 from judge.render import pointwise_messages
 from judge.rubric import Rubric
+from judge.verdict import Verdict
 from prefcurate.config import JudgeConfig
 
 
@@ -48,14 +51,6 @@ class ScoreTrie:
         weights = {s: math.exp(v - top) for s, v in log_p.items()}
         total = sum(weights.values())
         return {s: w / total for s, w in weights.items()}, math.exp(top) * total
-
-
-@dataclass
-class LocalVerdict:
-    scores: dict[str, float]
-    distributions: dict[str, dict[int, float]]
-    score_mass: dict[str, float]
-    input_tokens: int
 
 
 class VLLMScorer:
@@ -125,8 +120,9 @@ class LocalJudge:
             out[criterion.name] = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         return out
 
-    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[LocalVerdict | str]:
-        """A verdict for each (prompt messages, candidate text), or a reason it could not be judged."""
+    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[Verdict]:
+        """A verdict for each (prompt messages, candidate text)."""
+        began = time.perf_counter()
         queries, owners, token_sets = [], [], []
         prepared: list[dict[str, list[int]] | str] = []
         for messages, candidate in items:
@@ -146,16 +142,19 @@ class LocalJudge:
         per_item: dict[int, dict[str, dict[tuple[int, ...], dict[int, float]]]] = {}
         for (i, name, node), lp in zip(owners, logprobs):
             per_item.setdefault(i, {}).setdefault(name, {})[node] = lp
-        verdicts: list[LocalVerdict | str] = []
+        latency = (time.perf_counter() - began) / max(len(items), 1)  # one batch: its time, shared
+        verdicts = []
         for i, ids in enumerate(prepared):
-            if isinstance(ids, str):
-                verdicts.append(ids)
+            if isinstance(ids, str):  # could not be judged: recorded, never given a made-up score
+                verdicts.append(Verdict("skipped", error=ids, latency_s=latency))
                 continue
-            scores, dists, mass = {}, {}, {}
+            scores, raw = {}, {}
             for name, node_lp in per_item[i].items():
-                dist, m = self.trie.distribution(node_lp)
-                dists[name], mass[name] = dist, m
+                dist, mass = self.trie.distribution(node_lp)
                 scores[name] = sum(s * p for s, p in dist.items())
-            verdicts.append(LocalVerdict(scores, dists, mass, sum(len(v) for v in ids.values())))
+                raw[name] = {"distribution": dist, "score_mass": mass}
+            verdicts.append(Verdict("ok", scores=scores, raw_response=json.dumps(raw),
+                                    input_tokens=sum(len(v) for v in ids.values()), output_tokens=0,
+                                    cost_usd=0.0, latency_s=latency))
         return verdicts
 

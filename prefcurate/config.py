@@ -51,12 +51,30 @@ class GeneratorConfig(LocalModelConfig):
     timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
 
 
+class ModelPrice(_Section):
+    input: float = Field(description="USD per million input tokens.")
+    output: float = Field(description="USD per million output tokens.")
+    cache_write: float = Field(description="USD per million tokens written to the prompt cache.")
+    cache_read: float = Field(description="USD per million tokens read from the prompt cache.")
+
+
 class JudgeConfig(LocalModelConfig):
-    backend: Literal["local"] = Field("local", description="local: a model in this process scores by token probabilities.")
+    backend: Literal["local", "anthropic"] = Field(
+        "local", description="local: a model in this process scores by token probabilities; anthropic: Claude."
+    )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="local backend: what runs the judge model.")
     rubric: str = Field("rubrics/helpfulness.yaml", description="Rubric YAML file; its content hash is part of every judgment's id.")
     mode: Literal["pointwise"] = Field("pointwise", description="pointwise: each candidate scored on each criterion.")
-    batch_size: int = Field(64, ge=1, description="Candidates scored per engine call (transformers: per forward pass).")
+    batch_size: int = Field(64, ge=1, description="Candidates judged per store write (local: per engine call).")
+    concurrency: int = Field(16, ge=1, description="anthropic: calls in flight at once.")
+    requests_per_minute: int | None = Field(None, ge=1, description="anthropic: client-side request limit (None: none).")
+    tokens_per_minute: int | None = Field(None, ge=1, description="anthropic: client-side token limit, estimated (None: none).")
+    parse_retries: int = Field(2, ge=0, description="anthropic: re-asks when the tool input is invalid, then parse_error.")
+    max_retries: int = Field(2, ge=0, description="anthropic: SDK retries of 408/409/429/5xx answers, then api_error.")
+    timeout_s: float = Field(60.0, gt=0, description="anthropic: seconds before a call counts as failed (then retried).")
+    max_output_tokens: int = Field(512, ge=16, description="anthropic: most tokens the judge may answer with.")
+    max_usd: float | None = Field(None, gt=0, description="anthropic: no call starts that could take this run's spend past it.")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="Price per model id prefix; adds to or overrides the built-in table.")
 
 
 class PairsConfig(_Section):

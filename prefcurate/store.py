@@ -131,23 +131,27 @@ class Store:
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0][0] if rows else None
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+    def insert(self, table: str, rows: Sequence[dict[str, Any]], replace_if: str | None = None,
+               key: str | None = None) -> int:
         """Insert rows (dicts with the same keys), skipping ids already stored; return how many were new.
 
-        dict and list values are stored as JSON text.
+        ``replace_if`` (a condition on the stored row, with ``key`` its id column) overwrites stored
+        rows that meet it instead, e.g. judgments that failed with a transient error. dict and list
+        values are stored as JSON text.
         """
         if not rows:
             return 0
         cols = list(rows[0])
-        data = {c: [_to_cell(r[c]) for r in rows] for c in cols}
-        batch = pa.table(data)
+        batch = pa.table({c: [_to_cell(r[c]) for r in rows] for c in cols})
+        col_list = ", ".join(cols)
+        on_conflict = "DO NOTHING"
+        if replace_if:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
+            on_conflict = f"({key}) DO UPDATE SET {updates} WHERE {replace_if}"
         before = self.scalar(f"SELECT count(*) FROM {table}")
         self.con.register("_incoming", batch)
         try:
-            col_list = ", ".join(cols)
-            self.con.execute(
-                f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM _incoming ON CONFLICT DO NOTHING"
-            )
+            self.con.execute(f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM _incoming ON CONFLICT {on_conflict}")
         finally:
             self.con.unregister("_incoming")
         return self.scalar(f"SELECT count(*) FROM {table}") - before

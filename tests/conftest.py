@@ -89,11 +89,15 @@ def db(tmp_path) -> Path:
 
 
 @pytest.fixture
-def cli():
+def cli(monkeypatch):
     """Invoke the CLI in-process, as a user would from a shell: cli("import", "prompts", FILE)."""
     from typer.testing import CliRunner
 
     from prefcurate.cli import app
+    from prefcurate.generate import vllm_backend
+
+    # `prefcurate run` stops its engines when it ends; here the engine belongs to the test session.
+    monkeypatch.setattr(vllm_backend, "shutdown_engines", lambda: None)
 
     runner = CliRunner()
 

@@ -36,7 +36,6 @@ def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli,
 
     monkeypatch.setattr(vllm_backend.VLLMGenerator, "generate", no_model)
     monkeypatch.setattr(LocalJudge, "__init__", no_model)
-    monkeypatch.setattr(vllm_backend, "shutdown_engines", lambda: None)  # keep the session's engine
     with Store(pipeline_store) as store:
         before = {t: n for t, n in store.counts().items()}
 

@@ -50,10 +50,11 @@ def test_vllm_and_transformers_judges_agree(tiny_model):
     hf_judge = LocalJudge(JudgeConfig(engine="transformers", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
     a, b = vllm_judge.judge(items), hf_judge.judge(items)
     for va, vb in zip(a, b):
+        assert va.status == vb.status == "ok"
         assert set(va.scores) == {"correctness", "task_completion", "clarity"}
         for name in va.scores:
             assert 1 <= va.scores[name] <= 10
-            assert sum(va.distributions[name].values()) == pytest.approx(1.0)
+            assert sum(json.loads(va.raw_response)[name]["distribution"].values()) == pytest.approx(1.0)
             assert va.scores[name] == pytest.approx(vb.scores[name], abs=1e-3)
     overall = [rubric.overall(v.scores) for v in a]
     assert len({round(o, 6) for o in overall}) == 3  # the judge tells these candidates apart

@@ -1,0 +1,208 @@
+"""Claude as the judge, through the official `anthropic` SDK.
+
+Structured output by forced tool use: one tool whose input schema has an integer per criterion
+and a short rationale. The rubric is the system prompt, marked for prompt caching, so every call
+after the first reads it from the cache. Candidate text is fenced as untrusted data (see
+render.py). The SDK retries 408/409/429/5xx (529 too) with backoff; an answer whose tool input is
+invalid is re-asked up to ``judge.parse_retries`` times with the problem stated; after that the
+judgment is stored as parse_error, and a call that still fails is stored as api_error: never a
+made-up score. Concurrency, requests/min and tokens/min are bounded on the client, and no call
+starts that could take the run's spend past ``judge.max_usd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+
+from judge.render import pointwise_user_message, rubric_system_prompt
+from judge.rubric import Rubric
+from judge.verdict import Verdict
+from prefcurate.config import JudgeConfig, ModelPrice
+from prefcurate.errors import ConfigError, PrefcurateError
+
+TOOL_NAME = "submit_scores"
+
+# USD per million tokens (input, output, 5-minute cache write, cache read), from Anthropic's pricing
+# page. A model id matches its entry exactly or with a date suffix (claude-haiku-4-5-20251001);
+# `judge.prices` adds or overrides entries. A model with no price gets no cost (and no budget).
+PRICES: dict[str, ModelPrice] = {
+    name: ModelPrice(input=i, output=o, cache_write=w, cache_read=r)
+    for name, (i, o, w, r) in {
+        "claude-fable-5-1": (10, 50, 12.50, 0.25), "claude-fable-5": (10, 50, 12.50, 1.00),
+        "claude-opus-5": (5, 25, 6.25, 0.50), "claude-opus-4-8": (5, 25, 6.25, 0.50),
+        "claude-opus-4-7": (5, 25, 6.25, 0.50), "claude-opus-4-6": (5, 25, 6.25, 0.50),
+        "claude-opus-4-5": (5, 25, 6.25, 0.50), "claude-opus-4-1": (15, 75, 18.75, 1.50),
+        "claude-opus-4": (15, 75, 18.75, 1.50), "claude-sonnet-4-6": (3, 15, 3.75, 0.30),
+        "claude-sonnet-4-5": (3, 15, 3.75, 0.30), "claude-sonnet-4": (3, 15, 3.75, 0.30),
+        "claude-haiku-4-5": (1, 5, 1.25, 0.10), "claude-3-5-haiku": (0.80, 4, 1.00, 0.08),
+    }.items()
+}
+DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+
+class BudgetExhausted(PrefcurateError):
+    pass
+
+
+def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None:
+    table = PRICES | overrides
+    return table.get(model) or table.get(DATE_SUFFIX.sub("", model))
+
+
+def cost_of(usage, price: ModelPrice | None) -> float | None:
+    if price is None:
+        return None
+    return (usage.input_tokens * price.input + usage.output_tokens * price.output
+            + (usage.cache_creation_input_tokens or 0) * price.cache_write
+            + (usage.cache_read_input_tokens or 0) * price.cache_read) / 1e6
+
+
+def score_tool(rubric: Rubric) -> dict:
+    lo, hi = rubric.scale.min, rubric.scale.max
+    props = {c.name: {"type": "integer", "minimum": lo, "maximum": hi, "description": c.description}
+             for c in rubric.criteria}
+    props["rationale"] = {"type": "string", "description": "One or two sentences: why these scores."}
+    return {"name": TOOL_NAME, "description": f"Submit the response's score ({lo}-{hi}) on every criterion.",
+            "input_schema": {"type": "object", "properties": props, "required": [*props]}}
+
+
+def check_tool_input(rubric: Rubric, data) -> str | None:
+    """What is wrong with the tool input, or None."""
+    if not isinstance(data, dict):
+        return "the tool input is not an object"
+    lo, hi = rubric.scale.min, rubric.scale.max
+    for c in rubric.criteria:
+        v = data.get(c.name)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"`{c.name}` must be an integer from {lo} to {hi}, got {json.dumps(v)}"
+    return None
+
+
+class TokenBucket:
+    """At most ``per_minute`` units a minute, refilled continuously; bursts up to one second's worth
+    (or one request's need, when that is larger)."""
+
+    def __init__(self, per_minute: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(self.rate, 1.0)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self, amount: float) -> None:
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.level = min(max(self.capacity, amount), self.level + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.level >= amount:
+                    self.level -= amount
+                    return
+                await asyncio.sleep((amount - self.level) / self.rate)
+
+
+class AnthropicJudge:
+    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
+        if not os.environ.get("ANTHROPIC_API_KEY"):
+            raise ConfigError("judge.backend is anthropic but ANTHROPIC_API_KEY is not set; export it first")
+        self.cfg, self.rubric = cfg, rubric
+        self.name = f"anthropic:{cfg.model}"
+        self.price = price_for(cfg.model, cfg.prices)
+        if cfg.max_usd is not None and self.price is None:
+            raise ConfigError(f"judge.max_usd is set but no price is known for {cfg.model!r}; "
+                              "add it under judge.prices (USD per million tokens)")
+        self.system = [{"type": "text", "text": rubric_system_prompt(rubric), "cache_control": {"type": "ephemeral"}}]
+        self.tool = score_tool(rubric)
+        self.spent = 0.0  # this judge's spend so far, across calls of judge()
+        self.reserved = 0.0
+
+    # -- budget --------------------------------------------------------------------------------
+    def _worst_case(self, request_chars: int) -> float:
+        if self.price is None:
+            return 0.0
+        # Upper bounds: about 3 characters a token, the whole prompt billed as a cache write,
+        # every allowed output token used, for the first ask and each re-ask.
+        tokens_in = request_chars / 3 + len(self.system[0]["text"]) / 3
+        per_call = (tokens_in * max(self.price.input, self.price.cache_write) + self.cfg.max_output_tokens * self.price.output) / 1e6
+        return per_call * (1 + self.cfg.parse_retries)
+
+    # -- calls ---------------------------------------------------------------------------------
+    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[Verdict | None]:
+        """A verdict per item; None for items not started because the budget would not allow it."""
+        return asyncio.run(self._judge_all(items))
+
+    async def _judge_all(self, items):
+        from anthropic import AsyncAnthropic
+
+        client = AsyncAnthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
+        gate = asyncio.Semaphore(self.cfg.concurrency)
+        rpm = TokenBucket(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
+        tpm = TokenBucket(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
+        async with client:
+            return list(await asyncio.gather(*(self._one(client, gate, rpm, tpm, m, c) for m, c in items)))
+
+    async def _one(self, client, gate, rpm, tpm, prompt_messages, candidate) -> Verdict | None:
+        from anthropic import APIError
+
+        user = pointwise_user_message(self.rubric, prompt_messages, candidate)
+        messages = [{"role": "user", "content": user}]
+        async with gate:
+            worst = self._worst_case(len(user))
+            if self.cfg.max_usd is not None and self.spent + self.reserved + worst > self.cfg.max_usd:
+                return None
+            self.reserved += worst
+            usage_total = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+            cost = 0.0 if self.price else None
+            start = time.perf_counter()
+            raw, problem = None, None
+            try:
+                for _attempt in range(1 + self.cfg.parse_retries):
+                    if rpm:
+                        await rpm.take(1)
+                    if tpm:
+                        await tpm.take(len(user) / 3 + self.cfg.max_output_tokens)
+                    try:
+                        resp = await client.messages.create(
+                            # No sampling parameters: SDK 2.x's Messages API no longer takes them.
+                            model=self.cfg.model, max_tokens=self.cfg.max_output_tokens,
+                            system=self.system, messages=messages,
+                            tools=[self.tool], tool_choice={"type": "tool", "name": TOOL_NAME},
+                        )
+                    except APIError as e:  # the SDK's own retries are spent
+                        return self._verdict("api_error", None, raw, f"{type(e).__name__}: {e}", usage_total, cost, start)
+                    u = resp.usage
+                    usage_total["input"] += u.input_tokens
+                    usage_total["output"] += u.output_tokens
+                    usage_total["cache_read"] += u.cache_read_input_tokens or 0
+                    usage_total["cache_write"] += u.cache_creation_input_tokens or 0
+                    if cost is not None:
+                        cost += cost_of(u, self.price)
+                    raw = resp.model_dump_json()
+                    call = next((b for b in resp.content if b.type == "tool_use" and b.name == TOOL_NAME), None)
+                    problem = "no submit_scores tool call" if call is None else check_tool_input(self.rubric, call.input)
+                    if problem is None:
+                        scores = {c.name: float(call.input[c.name]) for c in self.rubric.criteria}
+                        return self._verdict("ok", scores, raw, None, usage_total, cost, start,
+                                             rationale=str(call.input.get("rationale", "")))
+                    # Re-ask with the problem stated, as the tool result of the bad call.
+                    messages = messages + [
+                        {"role": "assistant", "content": [b.model_dump() for b in resp.content]},
+                        {"role": "user", "content": [{
+                            "type": "tool_result", "tool_use_id": call.id, "is_error": True,
+                            "content": f"Invalid: {problem}. Call {TOOL_NAME} again with every criterion.",
+                        }] if call is not None else f"Call the {TOOL_NAME} tool with every criterion."},
+                    ]
+                return self._verdict("parse_error", None, raw, problem, usage_total, cost, start)
+            finally:
+                self.reserved -= worst
+                self.spent += cost or 0.0
+
+    def _verdict(self, status, scores, raw, error, usage, cost, start, rationale=None) -> Verdict:
+        return Verdict(status, scores=scores, rationale=rationale, raw_response=raw, error=error,
+                       input_tokens=usage["input"], output_tokens=usage["output"],
+                       cache_read_tokens=usage["cache_read"], cache_write_tokens=usage["cache_write"],
+                       cost_usd=cost, latency_s=time.perf_counter() - start)

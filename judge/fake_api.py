@@ -1,0 +1,216 @@
+"""A local server that speaks the Anthropic Messages API wire protocol, on 127.0.0.1.
+
+Claude's API cannot be reached from CI, so the tests and benchmarks point the real `anthropic`
+SDK at this server through ``ANTHROPIC_BASE_URL``. It is plain HTTP/1.1 with keep-alive on an
+asyncio socket server (a large listen backlog, so bursts are accepted and the judge, not the
+server, is what gets measured), and it can inject what production throws at a client: latency,
+429/529/500 answers, dropped connections, slow answers past the client's timeout, and malformed
+tool input.
+
+    with MessagesAPIServer(latency_s=0.2) as server:
+        os.environ["ANTHROPIC_BASE_URL"] = server.url
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+FENCE = re.compile(r"<(response-[0-9a-f]+)>\n(.*)\n</\1>", re.S)
+Scorer = Callable[[dict], dict]
+
+
+def fenced_candidate(body: dict) -> str:
+    """The candidate text a judge request fenced (the last user turn's fence)."""
+    for message in reversed(body["messages"]):
+        if message["role"] != "user":
+            continue
+        content = message["content"]
+        text = content if isinstance(content, str) else " ".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        match = FENCE.search(text)
+        if match:
+            return match.group(2)
+    raise ValueError("no fenced candidate in the request")
+
+
+def tool_schema(body: dict) -> dict:
+    forced = body["tool_choice"]["name"]
+    return next(t for t in body["tools"] if t["name"] == forced)
+
+
+def hashed_scorer(body: dict) -> dict:
+    """A default judge: integer scores that depend only on the candidate's text."""
+    schema = tool_schema(body)["input_schema"]
+    text = fenced_candidate(body)
+    out = {}
+    for name, spec in schema["properties"].items():
+        if spec.get("type") == "integer":
+            lo, hi = spec["minimum"], spec["maximum"]
+            out[name] = lo + int(hashlib.sha256(f"{name}:{text}".encode()).hexdigest(), 16) % (hi - lo + 1)
+    out["rationale"] = "scored by the local test server"
+    return out
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class MessagesAPIServer:
+    """``faults``: answers to give to the next requests, in order, before any random ones: an HTTP
+    status (429, 500, 529, ...), "drop" (close the connection), "slow" (answer after ``slow_s``) or
+    "malformed" (tool input missing a criterion). ``fault_rate``: the chance of a random fault from
+    ``random_faults`` for every later request."""
+
+    def __init__(self, scorer: Scorer = hashed_scorer, latency_s: float = 0.0, faults: list | None = None,
+                 fault_rate: float = 0.0, random_faults: tuple = (429, 529, 500, "drop", "slow", "malformed"),
+                 slow_s: float = 5.0, seed: int = 0, backlog: int = 2048):
+        self.scorer, self.latency_s, self.slow_s, self.backlog = scorer, latency_s, slow_s, backlog
+        self.faults = list(faults or [])
+        self.fault_rate, self.random_faults, self.rng = fault_rate, random_faults, random.Random(seed)
+        self.requests: list[dict] = []  # every request body received, in order
+        self.headers: list[dict] = []  # and its headers
+        self.arrivals: list[float] = []  # and when it came (time.monotonic)
+        self.answers: Counter = Counter()  # what was answered: 200, 429, "drop", ...
+        self._cached: set[str] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._ready = threading.Event()
+        self.port = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> MessagesAPIServer:
+        threading.Thread(target=self._run, daemon=True, name="messages-api").start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=self.backlog))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in handlers:  # open keep-alive connections
+            t.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    def __enter__(self) -> MessagesAPIServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                status, payload, extra = await self._answer(method, path, headers, body)
+                if status == "drop":
+                    break
+                data = json.dumps(payload).encode()
+                reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+                          500: "Internal Server Error", 529: "Overloaded"}.get(status, "Error")
+                head_out = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
+                            f"content-length: {len(data)}", f"request-id: req_{uuid.uuid4().hex[:12]}",
+                            *(f"{k}: {v}" for k, v in extra.items())]
+                writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _next_fault(self):
+        with self._lock:
+            if self.faults:
+                return self.faults.pop(0)
+            if self.fault_rate and self.rng.random() < self.fault_rate:
+                return self.rng.choice(self.random_faults)
+        return None
+
+    async def _answer(self, method: str, path: str, headers: dict, raw: bytes) -> tuple[Any, dict, dict]:
+        if method != "POST" or path.split("?")[0] != "/v1/messages":
+            return 404, _error("not_found_error", f"{method} {path} is not served here"), {}
+        body = json.loads(raw)
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append(headers)
+            self.arrivals.append(time.monotonic())
+        fault = self._next_fault()
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if isinstance(fault, int):
+            self.answers[fault] += 1
+            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(fault, "api_error")
+            return fault, _error(kind, f"injected {fault}"), {"retry-after-ms": "10", "x-should-retry": "true"}
+        if fault == "drop":
+            self.answers["drop"] += 1
+            return "drop", {}, {}
+        if fault == "slow":
+            self.answers["slow"] += 1
+            await asyncio.sleep(self.slow_s)
+        tool_input = self.scorer(body)
+        if fault == "malformed":
+            self.answers["malformed"] += 1
+            tool_input = {k: v for k, v in list(tool_input.items())[1:]}  # a criterion goes missing
+        else:
+            self.answers[200] += 1
+        return 200, self._message(body, tool_input), {}
+
+    def _message(self, body: dict, tool_input: dict) -> dict:
+        system = body.get("system") or []
+        blocks = [system] if isinstance(system, str) else system
+        cached_text = "".join(b["text"] for b in blocks if isinstance(b, dict) and b.get("cache_control"))
+        other_text = "".join(b["text"] for b in blocks if isinstance(b, dict) and not b.get("cache_control"))
+        other_text += json.dumps(body["messages"]) + json.dumps(body.get("tools", []))
+        cache_read = cache_write = 0
+        if cached_text:
+            key = hashlib.sha256((body["model"] + cached_text).encode()).hexdigest()
+            with self._lock:
+                hit = key in self._cached
+                self._cached.add(key)
+            if hit:
+                cache_read = _tokens(cached_text)
+            else:
+                cache_write = _tokens(cached_text)
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                         "name": body["tool_choice"]["name"], "input": tool_input}],
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": _tokens(other_text), "output_tokens": _tokens(json.dumps(tool_input)),
+                      "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
+        }
+
+
+def _error(kind: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}}
