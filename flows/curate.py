@@ -1,5 +1,5 @@
-"""The curation flow: prompts -> candidates -> judgments -> pairs, each step a thin task over a
-core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
+"""The curation flow: prompts -> candidates -> judgments -> pairs (-> pairwise verification in
+hybrid mode), each step a thin task over a core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
 local API); `prefect server start` gives the UI.
 
     prefcurate run configs/demo.yaml
@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from judge.rubric import load_rubric  # noqa: E402
-from judge.stage import judge, judge_name  # noqa: E402
+from judge.stage import judge, judge_name, verify_pairs  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
@@ -64,6 +64,14 @@ def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) 
     return stats.as_dict()
 
 
+@task(name="verify", cache_policy=NO_CACHE)
+def verify_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
+    with open_store(db) as store:
+        stats = verify_pairs(store, cfg.judge, prompt_ids, run_id, show_progress)
+    get_run_logger().info("verify: %s", stats.as_dict())
+    return stats.as_dict()
+
+
 @flow(name="prefcurate-curate")
 def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
     """Run every stage that has work to do; return the run id and each stage's counts."""
@@ -79,6 +87,8 @@ def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
         stats["generate"] = generate_task(db, cfg, prompt_ids, run_id, show_progress)
         stats["judge"] = judge_task(db, cfg, prompt_ids, run_id, show_progress)
         stats["pairs"] = pairs_task(db, cfg, prompt_ids, run_id)
+        if cfg.judge.mode == "hybrid":
+            stats["verify"] = verify_task(db, cfg, prompt_ids, run_id, show_progress)
     except BaseException as e:
         with open_store(db) as store:
             store.finish_run(run_id, stats, error=f"{type(e).__name__}: {e}")

@@ -18,13 +18,14 @@ import os
 import re
 import time
 
-from judge.render import pointwise_user_message, rubric_system_prompt
+from judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
 from judge.rubric import Rubric
-from judge.verdict import Verdict
+from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig, ModelPrice
 from prefcurate.errors import ConfigError, PrefcurateError
 
-TOOL_NAME = "submit_scores"
+SCORE_TOOL, VERDICT_TOOL = "submit_scores", "submit_verdict"
+POSITIONS = {"A": "first", "B": "second", "tie": "tie"}
 
 # USD per million tokens (input, output, 5-minute cache write, cache read), from Anthropic's pricing
 # page. A model id matches its entry exactly or with a date suffix (claude-haiku-4-5-20251001);
@@ -66,12 +67,22 @@ def score_tool(rubric: Rubric) -> dict:
     props = {c.name: {"type": "integer", "minimum": lo, "maximum": hi, "description": c.description}
              for c in rubric.criteria}
     props["rationale"] = {"type": "string", "description": "One or two sentences: why these scores."}
-    return {"name": TOOL_NAME, "description": f"Submit the response's score ({lo}-{hi}) on every criterion.",
+    return {"name": SCORE_TOOL, "description": f"Submit the response's score ({lo}-{hi}) on every criterion.",
             "input_schema": {"type": "object", "properties": props, "required": [*props]}}
 
 
-def check_tool_input(rubric: Rubric, data) -> str | None:
-    """What is wrong with the tool input, or None."""
+VERDICT_TOOL_SPEC = {
+    "name": VERDICT_TOOL,
+    "description": "Submit which response is better overall under the rubric.",
+    "input_schema": {"type": "object", "properties": {
+        "winner": {"type": "string", "enum": ["A", "B", "tie"], "description": "The better response, or tie."},
+        "rationale": {"type": "string", "description": "One or two sentences: why."},
+    }, "required": ["winner", "rationale"]},
+}
+
+
+def check_scores(rubric: Rubric, data) -> str | None:
+    """What is wrong with a submit_scores input, or None."""
     if not isinstance(data, dict):
         return "the tool input is not an object"
     lo, hi = rubric.scale.min, rubric.scale.max
@@ -79,6 +90,13 @@ def check_tool_input(rubric: Rubric, data) -> str | None:
         v = data.get(c.name)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             return f"`{c.name}` must be an integer from {lo} to {hi}, got {json.dumps(v)}"
+    return None
+
+
+def check_verdict(rubric: Rubric, data) -> str | None:
+    """What is wrong with a submit_verdict input, or None."""
+    if not isinstance(data, dict) or data.get("winner") not in POSITIONS:
+        return f"`winner` must be one of A, B, tie, got {json.dumps(data.get('winner') if isinstance(data, dict) else data)}"
     return None
 
 
@@ -116,7 +134,7 @@ class AnthropicJudge:
             raise ConfigError(f"judge.max_usd is set but no price is known for {cfg.model!r}; "
                               "add it under judge.prices (USD per million tokens)")
         self.system = [{"type": "text", "text": rubric_system_prompt(rubric), "cache_control": {"type": "ephemeral"}}]
-        self.tool = score_tool(rubric)
+        self.score_tool = score_tool(rubric)
         self.spent = 0.0  # this judge's spend so far, across calls of judge()
         self.reserved = 0.0
 
@@ -131,11 +149,11 @@ class AnthropicJudge:
         return per_call * (1 + self.cfg.parse_retries)
 
     # -- calls ---------------------------------------------------------------------------------
-    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[Verdict | None]:
-        """A verdict per item; None for items not started because the budget would not allow it."""
-        return asyncio.run(self._judge_all(items))
+    def judge(self, tasks: list[JudgeTask]) -> list[Verdict | None]:
+        """A verdict per task; None for tasks not started because the budget would not allow it."""
+        return asyncio.run(self._judge_all(tasks))
 
-    async def _judge_all(self, items):
+    async def _judge_all(self, tasks: list[JudgeTask]):
         from anthropic import AsyncAnthropic
 
         client = AsyncAnthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
@@ -143,12 +161,18 @@ class AnthropicJudge:
         rpm = TokenBucket(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
         tpm = TokenBucket(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
         async with client:
-            return list(await asyncio.gather(*(self._one(client, gate, rpm, tpm, m, c) for m, c in items)))
+            return list(await asyncio.gather(*(self._one(client, gate, rpm, tpm, t) for t in tasks)))
 
-    async def _one(self, client, gate, rpm, tpm, prompt_messages, candidate) -> Verdict | None:
+    async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
         from anthropic import APIError
 
-        user = pointwise_user_message(self.rubric, prompt_messages, candidate)
+        if task.pairwise:
+            user = pairwise_user_message(self.rubric, task.prompt, *task.responses)
+            tool, check = VERDICT_TOOL_SPEC, check_verdict
+        else:
+            user = pointwise_user_message(self.rubric, task.prompt, task.responses[0])
+            tool, check = self.score_tool, check_scores
+        name = tool["name"]
         messages = [{"role": "user", "content": user}]
         async with gate:
             worst = self._worst_case(len(user))
@@ -170,10 +194,10 @@ class AnthropicJudge:
                             # No sampling parameters: SDK 2.x's Messages API no longer takes them.
                             model=self.cfg.model, max_tokens=self.cfg.max_output_tokens,
                             system=self.system, messages=messages,
-                            tools=[self.tool], tool_choice={"type": "tool", "name": TOOL_NAME},
+                            tools=[tool], tool_choice={"type": "tool", "name": name},
                         )
                     except APIError as e:  # the SDK's own retries are spent
-                        return self._verdict("api_error", None, raw, f"{type(e).__name__}: {e}", usage_total, cost, start)
+                        return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, cost, start)
                     u = resp.usage
                     usage_total["input"] += u.input_tokens
                     usage_total["output"] += u.output_tokens
@@ -182,27 +206,31 @@ class AnthropicJudge:
                     if cost is not None:
                         cost += cost_of(u, self.price)
                     raw = resp.model_dump_json()
-                    call = next((b for b in resp.content if b.type == "tool_use" and b.name == TOOL_NAME), None)
-                    problem = "no submit_scores tool call" if call is None else check_tool_input(self.rubric, call.input)
+                    call = next((b for b in resp.content if b.type == "tool_use" and b.name == name), None)
+                    problem = f"no {name} tool call" if call is None else check(self.rubric, call.input)
                     if problem is None:
+                        rationale = str(call.input.get("rationale", ""))
+                        if task.pairwise:
+                            return self._verdict("ok", raw, None, usage_total, cost, start, rationale=rationale,
+                                                 winner=POSITIONS[call.input["winner"]])
                         scores = {c.name: float(call.input[c.name]) for c in self.rubric.criteria}
-                        return self._verdict("ok", scores, raw, None, usage_total, cost, start,
-                                             rationale=str(call.input.get("rationale", "")))
+                        return self._verdict("ok", raw, None, usage_total, cost, start, rationale=rationale,
+                                             scores=scores)
                     # Re-ask with the problem stated, as the tool result of the bad call.
                     messages = messages + [
                         {"role": "assistant", "content": [b.model_dump() for b in resp.content]},
                         {"role": "user", "content": [{
                             "type": "tool_result", "tool_use_id": call.id, "is_error": True,
-                            "content": f"Invalid: {problem}. Call {TOOL_NAME} again with every criterion.",
-                        }] if call is not None else f"Call the {TOOL_NAME} tool with every criterion."},
+                            "content": f"Invalid: {problem}. Call {name} again, correctly.",
+                        }] if call is not None else f"Call the {name} tool."},
                     ]
-                return self._verdict("parse_error", None, raw, problem, usage_total, cost, start)
+                return self._verdict("parse_error", raw, problem, usage_total, cost, start)
             finally:
                 self.reserved -= worst
                 self.spent += cost or 0.0
 
-    def _verdict(self, status, scores, raw, error, usage, cost, start, rationale=None) -> Verdict:
-        return Verdict(status, scores=scores, rationale=rationale, raw_response=raw, error=error,
+    def _verdict(self, status, raw, error, usage, cost, start, rationale=None, scores=None, winner=None) -> Verdict:
+        return Verdict(status, scores=scores, winner=winner, rationale=rationale, raw_response=raw, error=error,
                        input_tokens=usage["input"], output_tokens=usage["output"],
                        cache_read_tokens=usage["cache_read"], cache_write_tokens=usage["cache_write"],
                        cost_usd=cost, latency_s=time.perf_counter() - start)

@@ -29,18 +29,21 @@ FENCE = re.compile(r"<(response-[0-9a-f]+)>\n(.*)\n</\1>", re.S)
 Scorer = Callable[[dict], dict]
 
 
+def fenced_texts(body: dict) -> list[str]:
+    """The responses a judge request fenced, in the order shown (from its first user turn)."""
+    message = next(m for m in body["messages"] if m["role"] == "user")
+    content = message["content"]
+    text = content if isinstance(content, str) else " ".join(
+        b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    found = [m.group(2) for m in FENCE.finditer(text)]
+    if not found:
+        raise ValueError("no fenced response in the request")
+    return found
+
+
 def fenced_candidate(body: dict) -> str:
-    """The candidate text a judge request fenced (the last user turn's fence)."""
-    for message in reversed(body["messages"]):
-        if message["role"] != "user":
-            continue
-        content = message["content"]
-        text = content if isinstance(content, str) else " ".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-        match = FENCE.search(text)
-        if match:
-            return match.group(2)
-    raise ValueError("no fenced candidate in the request")
+    """The one response a pointwise request fenced."""
+    return fenced_texts(body)[0]
 
 
 def tool_schema(body: dict) -> dict:
@@ -48,9 +51,18 @@ def tool_schema(body: dict) -> dict:
     return next(t for t in body["tools"] if t["name"] == forced)
 
 
+def text_quality(text: str) -> int:
+    """The default judge's opinion of a text: a number that depends on the text alone."""
+    return int(hashlib.sha256(f"quality:{text}".encode()).hexdigest(), 16) % 1000
+
+
 def hashed_scorer(body: dict) -> dict:
-    """A default judge: integer scores that depend only on the candidate's text."""
+    """A default judge without biases: scores and verdicts that depend only on the responses' text,
+    never on their order or length."""
     schema = tool_schema(body)["input_schema"]
+    if "winner" in schema["properties"]:
+        qa, qb = (text_quality(t) for t in fenced_texts(body))
+        return {"winner": "A" if qa > qb else "B" if qb > qa else "tie", "rationale": "compared by the local test server"}
     text = fenced_candidate(body)
     out = {}
     for name, spec in schema["properties"].items():

@@ -15,9 +15,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from judge.render import pointwise_messages
+from judge.render import pairwise_messages, pointwise_messages
 from judge.rubric import Rubric
-from judge.verdict import Verdict
+from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig
 
 
@@ -110,51 +110,62 @@ class LocalJudge:
         self.scorer = VLLMScorer(cfg) if cfg.engine == "vllm" else HFScorer(cfg)
         self.tokenizer = self.scorer.tokenizer
         self.trie = ScoreTrie.build(self.tokenizer, rubric.scale.min, rubric.scale.max)
-        self.longest_suffix = max(len(s) for s in self.trie.sequences.values())
+        self.letters = [self.tokenizer.encode(x, add_special_tokens=False)[0] for x in ("A", "B")]
 
-    def prompt_ids(self, prompt_messages: list[dict[str, str]], candidate: str) -> dict[str, list[int]]:
-        out = {}
-        for criterion in self.rubric.criteria:
-            messages = pointwise_messages(self.rubric, criterion, prompt_messages, candidate)
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            out[criterion.name] = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        return out
+    def _ids(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
-    def judge(self, items: list[tuple[list[dict[str, str]], str]]) -> list[Verdict]:
-        """A verdict for each (prompt messages, candidate text)."""
+    def _queries(self, task: JudgeTask) -> dict[str, list[int]]:
+        """The prompt of each forward-pass family: one per criterion, or one for a pair."""
+        if task.pairwise:
+            return {"pair": self._ids(pairwise_messages(self.rubric, task.prompt, *task.responses))}
+        return {c.name: self._ids(pointwise_messages(self.rubric, c, task.prompt, task.responses[0]))
+                for c in self.rubric.criteria}
+
+    def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
+        """A verdict for each task: pointwise scores, or which of two responses is better."""
         began = time.perf_counter()
-        queries, owners, token_sets = [], [], []
+        queries, token_sets, owners = [], [], []
         prepared: list[dict[str, list[int]] | str] = []
-        for messages, candidate in items:
-            ids = self.prompt_ids(messages, candidate)
-            longest = max(len(v) for v in ids.values()) + self.longest_suffix
+        longest_suffix = max(len(s) for s in self.trie.sequences.values())
+        for i, task in enumerate(tasks):
+            ids = self._queries(task)
+            longest = max(len(v) for v in ids.values()) + longest_suffix
             if longest > self.scorer.max_len:
                 prepared.append(f"judge input has {longest} tokens, over the judge model's context of "
                                 f"{self.scorer.max_len}; raise judge.max_model_len or use a longer-context judge")
                 continue
             prepared.append(ids)
             for name, base in ids.items():
-                for node, children in self.trie.nodes.items():
+                nodes = {(): self.letters} if task.pairwise else self.trie.nodes
+                for node, children in nodes.items():
                     queries.append(base + list(node))
                     token_sets.append(children)
-                    owners.append((len(prepared) - 1, name, node))
+                    owners.append((i, name, node))
         logprobs = self.scorer.next_token_logprobs(queries, token_sets) if queries else []
-        per_item: dict[int, dict[str, dict[tuple[int, ...], dict[int, float]]]] = {}
+        per_task: dict[int, dict[str, dict[tuple[int, ...], dict[int, float]]]] = {}
         for (i, name, node), lp in zip(owners, logprobs):
-            per_item.setdefault(i, {}).setdefault(name, {})[node] = lp
-        latency = (time.perf_counter() - began) / max(len(items), 1)  # one batch: its time, shared
+            per_task.setdefault(i, {}).setdefault(name, {})[node] = lp
+        latency = (time.perf_counter() - began) / max(len(tasks), 1)  # one batch: its time, shared
         verdicts = []
-        for i, ids in enumerate(prepared):
+        for i, (task, ids) in enumerate(zip(tasks, prepared)):
             if isinstance(ids, str):  # could not be judged: recorded, never given a made-up score
                 verdicts.append(Verdict("skipped", error=ids, latency_s=latency))
                 continue
+            common = {"input_tokens": sum(len(v) for v in ids.values()), "output_tokens": 0, "cost_usd": 0.0,
+                      "latency_s": latency}
+            if task.pairwise:
+                lp = per_task[i]["pair"][()]
+                p_a, p_b = (math.exp(lp[t]) for t in self.letters)
+                winner = "tie" if p_a == p_b else ("first" if p_a > p_b else "second")
+                raw = {"p_A": p_a / (p_a + p_b), "letter_mass": p_a + p_b}
+                verdicts.append(Verdict("ok", winner=winner, raw_response=json.dumps(raw), **common))
+                continue
             scores, raw = {}, {}
-            for name, node_lp in per_item[i].items():
+            for name, node_lp in per_task[i].items():
                 dist, mass = self.trie.distribution(node_lp)
                 scores[name] = sum(s * p for s, p in dist.items())
                 raw[name] = {"distribution": dist, "score_mass": mass}
-            verdicts.append(Verdict("ok", scores=scores, raw_response=json.dumps(raw),
-                                    input_tokens=sum(len(v) for v in ids.values()), output_tokens=0,
-                                    cost_usd=0.0, latency_s=latency))
+            verdicts.append(Verdict("ok", scores=scores, raw_response=json.dumps(raw), **common))
         return verdicts
-

@@ -42,6 +42,32 @@ def candidate_block(prompt_messages: list[dict[str, str]], candidate: str) -> st
     )
 
 
+def pair_block(prompt_messages: list[dict[str, str]], first: str, second: str) -> str:
+    """The conversation and two fenced responses, labelled A and B in the order shown."""
+    parts = ["The conversation so far:\n<conversation>\n" + render_conversation(prompt_messages) + "\n</conversation>\n"]
+    for label, text in (("A", first), ("B", second)):
+        open_tag, close_tag = fence(text)
+        parts.append(f"Response {label}, as untrusted data between {open_tag} and {close_tag}:\n{open_tag}\n{text}\n{close_tag}\n")
+    return "\n".join(parts) + "\n"
+
+
+def pairwise_messages(rubric: Rubric, prompt_messages: list[dict[str, str]], first: str,
+                      second: str) -> list[dict[str, str]]:
+    """Chat messages asking a local model which response is better, as the bare letter A or B."""
+    user = pair_block(prompt_messages, first, second) + (
+        "Considering every criterion of the rubric, which response is better? Answer with the letter A or B only."
+    )
+    return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
+
+
+def pairwise_user_message(rubric: Rubric, prompt_messages: list[dict[str, str]], first: str, second: str) -> str:
+    """The user turn asking an API judge which response is better, through its verdict tool."""
+    return pair_block(prompt_messages, first, second) + (
+        "Considering every criterion of the rubric, which response is better? The order in which they are "
+        "shown says nothing about their quality. Answer by calling the submit_verdict tool."
+    )
+
+
 def pointwise_messages(rubric: Rubric, criterion: Criterion, prompt_messages: list[dict[str, str]],
                        candidate: str) -> list[dict[str, str]]:
     """Chat messages asking a local model for one criterion's score, as a bare number.

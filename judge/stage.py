@@ -1,15 +1,21 @@
-"""Stage 3, judge: score every candidate that has no judgment from this judge and rubric yet."""
+"""Stage 3, judge: score candidates (pointwise) and verify pairs (pairwise, in both orders).
+
+Each function judges only what this judge and rubric have not judged yet (every repeat), plus
+what failed with an API error last time, whose rows are then overwritten. Results are stored a
+chunk at a time, so a crash loses at most the calls in flight.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from judge.anthropic_backend import BudgetExhausted
 from judge.local import LocalJudge
 from judge.rubric import Rubric, load_rubric
-from judge.verdict import Verdict
+from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig
 from prefcurate.ids import content_id
 from prefcurate.progress import track
@@ -18,14 +24,27 @@ from prefcurate.store import Store
 
 log = logging.getLogger("prefcurate")
 
+# Pairwise verdicts name the response: a is the pair's chosen, b its rejected. In order ab the
+# chosen is shown first, in ba second.
+WINNER_BY_POSITION = {"ab": {"first": "a", "second": "b", "tie": "tie"},
+                      "ba": {"first": "b", "second": "a", "tie": "tie"}}
+
 
 @dataclass
 class JudgeStats(StageStats):
-    candidates: int = 0
+    todo: int = 0
     already_judged: int = 0
     judged: int = 0
     failed: int = 0
     cost_usd: float = 0.0
+
+
+@dataclass
+class VerifyStats(JudgeStats):
+    consistent: int = 0  # pairs whose every verdict prefers the chosen response
+    inconsistent: int = 0  # verdicts disagree across orders or repeats: a tie, not a preference
+    reversed: int = 0  # every verdict prefers the rejected response
+    unverified: int = 0  # a verdict failed
 
 
 def judge_name(cfg: JudgeConfig) -> str:
@@ -47,14 +66,17 @@ def make_judge(cfg: JudgeConfig, rubric: Rubric):
     return LocalJudge(cfg, rubric)
 
 
-def _row(cand: dict, verdict: Verdict, judge: str, rubric: Rubric, run_id: str | None) -> dict:
+def _row(verdict: Verdict, rubric: Rubric, judge: str, run_id: str | None, **identity) -> dict:
+    """A judgments row. ``identity``: prompt_id, candidate_id, candidate_b_id, mode, pair_order, repeat_index."""
     ok = verdict.status == "ok"
-    return {
-        "judgment_id": judgment_id(cand["candidate_id"], judge, rubric.hash),
-        "prompt_id": cand["prompt_id"], "candidate_id": cand["candidate_id"], "candidate_b_id": None,
-        "judge": judge, "rubric_name": rubric.name, "rubric_hash": rubric.hash, "mode": "pointwise",
-        "pair_order": None, "repeat_index": 0, "probe": None, "winner": None,
-        "scores": verdict.scores if ok else None, "overall": rubric.overall(verdict.scores) if ok else None,
+    pairwise = identity["mode"] == "pairwise"
+    return identity | {
+        "judgment_id": judgment_id(identity["candidate_id"], judge, rubric.hash, identity["mode"],
+                                   identity["candidate_b_id"], identity["pair_order"], identity["repeat_index"]),
+        "judge": judge, "rubric_name": rubric.name, "rubric_hash": rubric.hash, "probe": None,
+        "scores": verdict.scores if ok and not pairwise else None,
+        "overall": rubric.overall(verdict.scores) if ok and not pairwise else None,
+        "winner": WINNER_BY_POSITION[identity["pair_order"]][verdict.winner] if ok and pairwise else None,
         "rationale": verdict.rationale, "raw_response": verdict.raw_response, "status": verdict.status,
         "error": verdict.error, "input_tokens": verdict.input_tokens, "output_tokens": verdict.output_tokens,
         "cache_read_tokens": verdict.cache_read_tokens, "cache_write_tokens": verdict.cache_write_tokens,
@@ -62,46 +84,106 @@ def _row(cand: dict, verdict: Verdict, judge: str, rubric: Rubric, run_id: str |
     }
 
 
-def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
-          show_progress: bool = False) -> JudgeStats:
-    """Judge the candidates of ``prompt_ids`` (or all) that this judge and rubric have not judged yet,
-    or whose judgment failed with an API error."""
-    rubric = load_rubric(cfg.rubric)
-    name = judge_name(cfg)
-    rows = store.query(
-        """
-        SELECT c.candidate_id, c.prompt_id, c.text, p.messages,
-               EXISTS (SELECT 1 FROM judgments j
-                       WHERE j.candidate_id = c.candidate_id AND j.judge = ? AND j.rubric_hash = ?
-                         AND j.mode = 'pointwise' AND j.probe IS NULL
-                         AND j.status <> 'api_error') AS judged
-        FROM candidates c JOIN prompts p USING (prompt_id)
-        WHERE ? IS NULL OR list_contains(?, c.prompt_id)
-        ORDER BY c.prompt_id, c.sample_index, c.candidate_id
-        """,
-        [name, rubric.hash, prompt_ids, prompt_ids],
-    )
-    todo = [r for r in rows if not r["judged"]]
-    stats = JudgeStats(candidates=len(rows), already_judged=len(rows) - len(todo))
-    log.info("judge: %d candidates, %d already judged, %d to do", stats.candidates, stats.already_judged, len(todo))
+def _judge_in_chunks(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
+                     task_of: Callable[[dict], JudgeTask], row_of: Callable[[dict, Verdict], dict],
+                     stats: JudgeStats, label: str, show_progress: bool) -> None:
     if not todo:
-        return stats
+        return
     impl = make_judge(cfg, rubric)
-    with track(len(todo), f"judging with {rubric.name}", show_progress) as progress:
+    with track(len(todo), label, show_progress) as progress:
         for start in range(0, len(todo), cfg.batch_size):
             chunk = todo[start:start + cfg.batch_size]
-            verdicts = impl.judge([(json.loads(c["messages"]), c["text"]) for c in chunk])
+            verdicts = impl.judge([task_of(item) for item in chunk])
             # None: not started, because the budget would not allow it. Everything done is kept.
-            new_rows = [_row(c, v, name, rubric, run_id) for c, v in zip(chunk, verdicts) if v is not None]
+            rows = [row_of(item, v) for item, v in zip(chunk, verdicts) if v is not None]
             # A judgment that failed with an API error is judged again, and its row overwritten.
-            store.insert("judgments", new_rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
-            stats.judged += sum(r["status"] == "ok" for r in new_rows)
-            stats.failed += sum(r["status"] != "ok" for r in new_rows)
-            stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in new_rows)
+            store.insert("judgments", rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
+            stats.judged += sum(r["status"] == "ok" for r in rows)
+            stats.failed += sum(r["status"] != "ok" for r in rows)
+            stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in rows)
             progress.advance(len(chunk))
-            if len(new_rows) < len(chunk):
-                left = len(todo) - start - len(new_rows)
+            if len(rows) < len(chunk):
+                left = len(todo) - start - len(rows)
                 raise BudgetExhausted(
                     f"judge.max_usd of ${cfg.max_usd:g} reached: {stats.judged + stats.failed} judgments stored "
-                    f"(${stats.cost_usd:.4f}), {left} candidates left; raise judge.max_usd and rerun to judge them")
+                    f"(${stats.cost_usd:.4f}), {left} left; raise judge.max_usd and rerun to judge them")
+
+
+def _done_ids(store: Store, judge: str, rubric_hash: str, mode: str) -> set[str]:
+    """Judgment ids already stored for this judge, rubric and mode that need no new call."""
+    return {r["judgment_id"] for r in store.query(
+        "SELECT judgment_id FROM judgments WHERE judge = ? AND rubric_hash = ? AND mode = ? AND probe IS NULL "
+        "AND status <> 'api_error'", [judge, rubric_hash, mode])}
+
+
+def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
+          show_progress: bool = False) -> JudgeStats:
+    """Score every candidate of ``prompt_ids`` (or all), ``judge.repeats`` times, pointwise."""
+    rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
+    rows = store.query(
+        """
+        SELECT c.candidate_id, c.prompt_id, c.text, p.messages, r.range AS repeat_index
+        FROM candidates c JOIN prompts p USING (prompt_id) CROSS JOIN range($repeats) r
+        WHERE $prompt_ids IS NULL OR list_contains($prompt_ids, c.prompt_id)
+        ORDER BY c.prompt_id, c.sample_index, c.candidate_id, repeat_index
+        """,
+        {"repeats": cfg.repeats, "prompt_ids": prompt_ids},
+    )
+    done = _done_ids(store, name, rubric.hash, "pointwise")
+    todo = [r for r in rows if judgment_id(r["candidate_id"], name, rubric.hash, repeat_index=r["repeat_index"]) not in done]
+    stats = JudgeStats(todo=len(todo), already_judged=len(rows) - len(todo))
+    log.info("judge: %d judgments wanted, %d already stored, %d to do", len(rows), stats.already_judged, len(todo))
+
+    def row_of(item: dict, verdict: Verdict) -> dict:
+        return _row(verdict, rubric, name, run_id, prompt_id=item["prompt_id"], candidate_id=item["candidate_id"],
+                    candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=item["repeat_index"])
+
+    _judge_in_chunks(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)),
+                     row_of, stats, f"judging with {rubric.name}", show_progress)
+    return stats
+
+
+def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
+                 show_progress: bool = False) -> VerifyStats:
+    """Judge each pair of ``prompt_ids`` (or all) pairwise in both orders, ``judge.repeats`` times."""
+    rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
+    rows = store.query(
+        """
+        SELECT pr.pair_id, pr.prompt_id, pr.chosen_id, pr.rejected_id, p.messages,
+               ch.text AS chosen_text, rj.text AS rejected_text, o.pair_order, r.range AS repeat_index
+        FROM pairs pr JOIN prompts p USING (prompt_id)
+        JOIN candidates ch ON ch.candidate_id = pr.chosen_id
+        JOIN candidates rj ON rj.candidate_id = pr.rejected_id
+        CROSS JOIN (VALUES ('ab'), ('ba')) o(pair_order) CROSS JOIN range($repeats) r
+        WHERE pr.judge = $judge AND pr.rubric_hash = $rubric_hash
+          AND ($prompt_ids IS NULL OR list_contains($prompt_ids, pr.prompt_id))
+        ORDER BY pr.pair_id, repeat_index, o.pair_order
+        """,
+        {"repeats": cfg.repeats, "prompt_ids": prompt_ids, "judge": name, "rubric_hash": rubric.hash},
+    )
+    done = _done_ids(store, name, rubric.hash, "pairwise")
+
+    def jid(r: dict) -> str:
+        return judgment_id(r["chosen_id"], name, rubric.hash, "pairwise", r["rejected_id"], r["pair_order"],
+                           r["repeat_index"])
+
+    todo = [r for r in rows if jid(r) not in done]
+    stats = VerifyStats(todo=len(todo), already_judged=len(rows) - len(todo))
+
+    def task_of(r: dict) -> JudgeTask:
+        shown = (r["chosen_text"], r["rejected_text"]) if r["pair_order"] == "ab" else (r["rejected_text"], r["chosen_text"])
+        return JudgeTask(json.loads(r["messages"]), shown)
+
+    def row_of(r: dict, verdict: Verdict) -> dict:
+        return _row(verdict, rubric, name, run_id, prompt_id=r["prompt_id"], candidate_id=r["chosen_id"],
+                    candidate_b_id=r["rejected_id"], mode="pairwise", pair_order=r["pair_order"],
+                    repeat_index=r["repeat_index"])
+
+    _judge_in_chunks(store, cfg, rubric, todo, task_of, row_of, stats, "verifying pairs in both orders", show_progress)
+    pair_ids = sorted({r["pair_id"] for r in rows})
+    outcome = {r["verdict"]: r["n"] for r in store.query(
+        "SELECT verdict, count(*) AS n FROM v_pair_verdicts WHERE judge = ? AND rubric_hash = ? "
+        "AND list_contains(?, pair_id) GROUP BY verdict", [name, rubric.hash, pair_ids])}
+    stats.consistent, stats.inconsistent = outcome.get("consistent", 0), outcome.get("inconsistent", 0)
+    stats.reversed, stats.unverified = outcome.get("reversed", 0), outcome.get("failed", 0)
     return stats

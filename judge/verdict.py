@@ -1,4 +1,4 @@
-"""What every judge backend returns for one candidate."""
+"""What every judge backend is asked, and what it returns."""
 
 from __future__ import annotations
 
@@ -6,12 +6,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 Status = Literal["ok", "parse_error", "api_error", "skipped"]
+Position = Literal["first", "second", "tie"]
+
+
+@dataclass(frozen=True)
+class JudgeTask:
+    prompt: list[dict[str, str]]  # the conversation the responses answer
+    responses: tuple[str, ...]  # one: score it (pointwise); two: which is better, in the order shown (pairwise)
+
+    @property
+    def pairwise(self) -> bool:
+        return len(self.responses) == 2
 
 
 @dataclass
 class Verdict:
     status: Status
-    scores: dict[str, float] | None = None  # per criterion; None unless status is ok
+    scores: dict[str, float] | None = None  # pointwise: per criterion; None unless status is ok
+    winner: Position | None = None  # pairwise: by position shown; None unless status is ok
     rationale: str | None = None
     raw_response: str | None = None  # what the judge returned, as text
     error: str | None = None  # why it is not ok

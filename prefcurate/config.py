@@ -64,7 +64,12 @@ class JudgeConfig(LocalModelConfig):
     )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="local backend: what runs the judge model.")
     rubric: str = Field("rubrics/helpfulness.yaml", description="Rubric YAML file; its content hash is part of every judgment's id.")
-    mode: Literal["pointwise"] = Field("pointwise", description="pointwise: each candidate scored on each criterion.")
+    mode: Literal["pointwise", "hybrid"] = Field(
+        "hybrid", description="pointwise: scores rank each group; hybrid: then each chosen/rejected pair is judged "
+        "pairwise in both orders, and only pairs preferred in every order and repeat are snapshotted."
+    )
+    repeats: int = Field(1, ge=1, le=10, description="Times each judgment is repeated, for the consistency audit "
+                         "(a local judge is deterministic: repeats only matter for sampling judges).")
     batch_size: int = Field(64, ge=1, description="Candidates judged per store write (local: per engine call).")
     concurrency: int = Field(16, ge=1, description="anthropic: calls in flight at once.")
     requests_per_minute: int | None = Field(None, ge=1, description="anthropic: client-side request limit (None: none).")

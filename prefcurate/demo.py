@@ -40,13 +40,14 @@ def main() -> None:
     _cli("train", "dpo", "--snapshot", snapshot_id, "--config", "train/configs/dpo.yaml")
 
     with open_store(db) as store:
-        snap = store.query("SELECT path FROM snapshots WHERE snapshot_id = ?", [snapshot_id])[0]
+        counts = store.counts()
+        snap = store.query("SELECT path, n_pairs, n_train, n_test FROM snapshots WHERE snapshot_id = ?", [snapshot_id])[0]
         train = store.query("SELECT train_run_id, output_dir FROM train_runs WHERE snapshot_id = ? "
                             "ORDER BY finished_at DESC LIMIT 1", [snapshot_id])[0]
-        counts = store.counts()
     console.rule("demo finished")
     console.print(f"store     {db}   (try: prefcurate sql \"select * from v_pairs limit 5\")")
-    console.print(f"snapshot  {snapshot_id}  {snap['path']}")
+    console.print(f"snapshot  {snapshot_id}  {snap['path']}  ({snap['n_pairs']} of {counts['pairs']} pairs survived "
+                  f"verification in both orders: {snap['n_train']} train, {snap['n_test']} test)")
     console.print(f"adapter   {Path(train['output_dir']) / 'adapter'}  (train run {train['train_run_id']})")
     print_counts(counts)
 

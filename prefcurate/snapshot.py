@@ -26,10 +26,15 @@ from prefcurate.store import Store
 
 SPLITS = ("train", "test")
 
+# A pair that was verified pairwise (hybrid mode) is taken only if every verdict, in both orders and
+# every repeat, prefers its chosen response; unverified pairs (pointwise mode) are taken as they are.
 PAIRS_SQL = """
 SELECT v.pair_id, v.prompt_id, p.messages, v.chosen_text, v.rejected_text,
        v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, pr.run_id
 FROM v_pairs v JOIN prompts p USING (prompt_id) JOIN pairs pr USING (pair_id)
+WHERE NOT EXISTS (SELECT 1 FROM v_pair_verdicts pv
+                  WHERE pv.pair_id = v.pair_id AND pv.judge = v.judge AND pv.rubric_hash = v.rubric_hash
+                    AND pv.verdict <> 'consistent')
 ORDER BY v.pair_id
 """
 
@@ -81,7 +86,8 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
     """Freeze every stored pair into a new snapshot, or return the identical one that exists."""
     rows = store.query(PAIRS_SQL)
     if not rows:
-        raise PrefcurateError("no pairs to snapshot; run `prefcurate run CONFIG` first")
+        raise PrefcurateError("no pairs to snapshot (none stored, or none survived pairwise verification); "
+                              "run `prefcurate run CONFIG` first, or see `prefcurate sql \"select * from v_pair_verdicts\"`")
     snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
     existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
     if existing and Path(existing[0]["path"]).is_dir():

@@ -52,7 +52,7 @@ def config_dict(tiny_model) -> dict:
         "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 6},
         "generator": {"backend": "vllm", "n": 3, "max_tokens": 24, "temperature": 0.8, **model_settings(tiny_model)},
         "judge": {"backend": "local", "engine": "vllm", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
-                  **model_settings(tiny_model)},
+                  "mode": "hybrid", **model_settings(tiny_model)},
         "pairs": {"min_margin": 0.1},
         "snapshot": {"test_fraction": 0.34},
     }
@@ -75,12 +75,25 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def pipeline_store(prefect_harness, config_path, tmp_path_factory) -> Path:
-    """A store after one full flow run on the test config."""
+    """A store after one full flow run on the test config (hybrid: pairs verified in both orders)."""
     from flows.curate import curate
 
     db = tmp_path_factory.mktemp("pipeline") / "prefcurate.duckdb"
     curate(str(config_path), str(db))
     return db
+
+
+@pytest.fixture(scope="session")
+def pointwise_store(prefect_harness, config_dict, tmp_path_factory) -> Path:
+    """A store after a flow run in pointwise mode: the tiny random judge flips on swapped order, so
+    pairwise verification would leave too few pairs to train on."""
+    from flows.curate import curate
+
+    folder = tmp_path_factory.mktemp("pointwise")
+    cfg = folder / "pointwise.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict | {"judge": config_dict["judge"] | {"mode": "pointwise"}}))
+    curate(str(cfg), str(folder / "prefcurate.duckdb"))
+    return folder / "prefcurate.duckdb"
 
 
 @pytest.fixture

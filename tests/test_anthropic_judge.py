@@ -125,7 +125,7 @@ def test_budget_cap_stops_before_spend_could_pass_it(api, store):
     # The worst case of one call (every output token used, all input a cache write) is about $0.011,
     # its real cost far less: the first call fits, and a second could pass the cap.
     with pytest.raises(BudgetExhausted, match=r"judge.max_usd of \$0.012 reached: 1 judgments stored \(\$0.00\d+\), "
-                                              r"3 candidates left; raise judge.max_usd and rerun"):
+                                              r"3 left; raise judge.max_usd and rerun"):
         judge(store, cfg)
     assert store.scalar("SELECT count(*) FROM judgments") == 1
     assert store.scalar("SELECT sum(cost_usd) FROM judgments") <= 0.012
@@ -171,7 +171,54 @@ def test_run_with_claude_judging_imported_candidates(api, cli, tmp_path, prefect
     result = cli("run", cfg, "--db", db, "--quiet")
     assert result.exit_code == 0, result.output
     with Store(db) as s:
-        assert s.scalar("SELECT count(*) FROM judgments WHERE judge = 'anthropic:claude-sonnet-4-6' AND status = 'ok'") == 20
-        assert s.scalar("SELECT count(*) FROM pairs") >= 1
+        counts = dict(s.con.execute("SELECT mode, count(*) FROM judgments WHERE judge = 'anthropic:claude-sonnet-4-6' "
+                                    "AND status = 'ok' GROUP BY mode").fetchall())
+        n_pairs = s.scalar("SELECT count(*) FROM pairs")
+        assert n_pairs >= 1 and counts == {"pointwise": 20, "pairwise": 2 * n_pairs}  # hybrid is the default
         run = s.query("SELECT stats FROM runs WHERE command = 'run'")[0]
         assert json.loads(run["stats"])["judge"]["cost_usd"] > 0
+
+
+def test_hybrid_verifies_each_pair_in_both_orders(api, store):
+    from judge.stage import judge_name, verify_pairs
+    from prefcurate.config import PairsConfig
+    from prefcurate.pairs import build_pairs
+
+    cfg = claude(mode="hybrid")
+    judge(store, cfg)
+    assert build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash).pairs_new == 1
+    n_before = len(api.requests)
+    stats = verify_pairs(store, cfg)
+    assert (stats.judged, stats.consistent, stats.inconsistent) == (2, 1, 0)
+    pair = store.query("SELECT chosen_text, rejected_text FROM v_pairs")[0]
+    from judge.fake_api import fenced_texts
+
+    shown = [fenced_texts(b) for b in api.requests[n_before:]]
+    assert sorted(shown) == sorted([[pair["chosen_text"], pair["rejected_text"]], [pair["rejected_text"], pair["chosen_text"]]])
+    assert api.requests[-1]["tool_choice"] == {"type": "tool", "name": "submit_verdict"}
+    assert verify_pairs(store, cfg).judged == 0
+
+
+def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypatch, store):
+    def first_wins(body):
+        if body["tool_choice"]["name"] == "submit_verdict":
+            return {"winner": "A", "rationale": "the first one"}
+        return hashed_scorer(body)
+
+    from judge.stage import judge_name, verify_pairs
+    from prefcurate.config import PairsConfig
+    from prefcurate.pairs import build_pairs
+    from prefcurate.snapshot import create_snapshot
+
+    with MessagesAPIServer(scorer=first_wins) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        cfg = claude(mode="hybrid", repeats=2)
+        assert judge(store, cfg).judged == 8  # 4 candidates x 2 repeats
+        build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash)
+        stats = verify_pairs(store, cfg)
+    assert (stats.judged, stats.consistent, stats.inconsistent) == (4, 0, 1)  # 2 orders x 2 repeats
+    row = store.query("SELECT * FROM v_pair_verdicts")[0]
+    assert (row["chosen_wins"], row["rejected_wins"], row["first_shown_wins"], row["verdict"]) == (2, 2, 4, "inconsistent")
+    with pytest.raises(Exception, match="none survived pairwise verification"):
+        create_snapshot(store)

@@ -13,12 +13,17 @@ from prefcurate.store import Store
 def test_flow_run_fills_every_stage(pipeline_store):
     with Store(pipeline_store) as store:
         counts = store.counts()
-        assert counts["prompts"] == 6 and counts["candidates"] == 18 and counts["judgments"] == 18
-        assert counts["judgment failures"] == 0 and counts["pairs"] >= 3
+        assert counts["prompts"] == 6 and counts["candidates"] == 18 and counts["pairs"] >= 3
+        # Hybrid mode: every candidate scored, then every pair judged in both orders.
+        assert counts["judgments"] == 18 + 2 * counts["pairs"] and counts["judgment failures"] == 0
+        verdicts = store.query("SELECT verdict, n_verdicts FROM v_pair_verdicts")
+        assert len(verdicts) == counts["pairs"] and all(v["n_verdicts"] == 2 for v in verdicts)
         run = store.query("SELECT * FROM runs")[0]
         assert run["command"] == "run" and run["status"] == "ok"
         stats = json.loads(run["stats"])
         assert stats["generate"]["candidates_new"] == 18 and stats["judge"]["judged"] == 18
+        v = stats["verify"]
+        assert v["judged"] == 2 * counts["pairs"] and v["consistent"] + v["inconsistent"] + v["reversed"] == counts["pairs"]
         assert stats["pairs"]["pairs_new"] + stats["pairs"]["dropped_tie"] + stats["pairs"]["dropped_low_margin"] == 6
         # Every row carries the id of the run that wrote it.
         for table in ("prompts", "candidates", "judgments", "pairs"):
@@ -41,7 +46,7 @@ def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli,
 
     result = cli("run", config_path, "--db", pipeline_store, "--quiet")
     assert result.exit_code == 0, result.output
-    assert "candidates_new=0" in result.output and "already_judged=18" in result.output
+    assert "candidates_new=0" in result.output and "already_judged=18" in result.output and "todo=0" in result.output
     with Store(pipeline_store) as store:
         assert store.counts() == before
         assert store.scalar("SELECT count(*) FROM runs WHERE status = 'ok'") == 2

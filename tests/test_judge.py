@@ -13,6 +13,7 @@ from judge.local import LocalJudge, ScoreTrie
 from judge.render import fence, pointwise_messages
 from judge.rubric import load_rubric
 from judge.stage import judge
+from judge.verdict import JudgeTask
 from prefcurate.config import JudgeConfig
 from prefcurate.errors import ConfigError
 from prefcurate.generate import import_candidates
@@ -44,19 +45,23 @@ def test_score_trie_handles_multi_token_scores():
 
 def test_vllm_and_transformers_judges_agree(tiny_model):
     rubric = load_rubric(RUBRIC)
-    items = [(PROMPT, "Paris."), (PROMPT, "Certainly! The capital of France is Paris, a city on the Seine."),
-             (PROMPT, "I don't know.")]
+    texts = ["Paris.", "Certainly! The capital of France is Paris, a city on the Seine.", "I don't know."]
+    items = [JudgeTask(PROMPT, (t,)) for t in texts] + [JudgeTask(PROMPT, (texts[0], texts[2])),
+                                                         JudgeTask(PROMPT, (texts[2], texts[0]))]
     vllm_judge = LocalJudge(JudgeConfig(engine="vllm", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
     hf_judge = LocalJudge(JudgeConfig(engine="transformers", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
     a, b = vllm_judge.judge(items), hf_judge.judge(items)
-    for va, vb in zip(a, b):
+    for va, vb in zip(a[3:], b[3:]):  # pairwise: which of two is better, by position shown
+        assert va.status == "ok" and va.winner in {"first", "second"} and va.winner == vb.winner
+        assert json.loads(va.raw_response)["p_A"] == pytest.approx(json.loads(vb.raw_response)["p_A"], abs=1e-4)
+    for va, vb in zip(a[:3], b[:3]):
         assert va.status == vb.status == "ok"
         assert set(va.scores) == {"correctness", "task_completion", "clarity"}
         for name in va.scores:
             assert 1 <= va.scores[name] <= 10
             assert sum(json.loads(va.raw_response)[name]["distribution"].values()) == pytest.approx(1.0)
             assert va.scores[name] == pytest.approx(vb.scores[name], abs=1e-3)
-    overall = [rubric.overall(v.scores) for v in a]
+    overall = [rubric.overall(v.scores) for v in a[:3]]
     assert len({round(o, 6) for o in overall}) == 3  # the judge tells these candidates apart
 
 
@@ -67,7 +72,7 @@ def test_judge_stage_stores_scores_and_skips_what_is_done(tmp_path, tiny_model):
     with Store(tmp_path / "s.duckdb") as store:
         import_candidates(store, str(f))
         stats = judge(store, cfg, run_id="r1")
-        assert (stats.candidates, stats.judged, stats.failed) == (3, 2, 1)
+        assert (stats.todo, stats.judged, stats.failed) == (3, 2, 1)
         rows = store.query("SELECT status, overall, scores, error, rubric_hash, judge FROM judgments ORDER BY status")
         ok = [r for r in rows if r["status"] == "ok"]
         assert all(1 <= r["overall"] <= 10 and set(json.loads(r["scores"])) == {"correctness", "task_completion", "clarity"}
