@@ -100,27 +100,25 @@ def check_verdict(rubric: Rubric, data) -> str | None:
     return None
 
 
-class TokenBucket:
-    """At most ``per_minute`` units a minute, refilled continuously; bursts up to one second's worth
-    (or one request's need, when that is larger)."""
+class RateLimiter:
+    """At most ``per_minute`` units a minute, spread evenly: each caller reserves the next slot. No
+    bursts, since a burst measured over a short window at the server reads as going over the limit."""
 
     def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0
-        self.capacity = max(self.rate, 1.0)
-        self.level = self.capacity
-        self.stamp = time.monotonic()
+        self.next = time.monotonic()  # when the next unit may go
         self.lock = asyncio.Lock()
 
     async def take(self, amount: float) -> None:
         async with self.lock:
-            while True:
-                now = time.monotonic()
-                self.level = min(max(self.capacity, amount), self.level + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.level >= amount:
-                    self.level -= amount
-                    return
-                await asyncio.sleep((amount - self.level) / self.rate)
+            now = time.monotonic()
+            # A caller woken late by a busy event loop does not push every later slot back: up to a
+            # tenth of a second of lateness is made up, so the average stays at the limit.
+            self.next = max(self.next, now - 0.1)
+            wait = self.next - now
+            self.next += amount / self.rate
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 class AnthropicJudge:
@@ -151,17 +149,28 @@ class AnthropicJudge:
     # -- calls ---------------------------------------------------------------------------------
     def judge(self, tasks: list[JudgeTask]) -> list[Verdict | None]:
         """A verdict per task; None for tasks not started because the budget would not allow it."""
-        return asyncio.run(self._judge_all(tasks))
+        verdicts: list[Verdict | None] = [None] * len(tasks)
+        self.run(tasks, verdicts.__setitem__)
+        return verdicts
 
-    async def _judge_all(self, tasks: list[JudgeTask]):
+    def run(self, tasks: list[JudgeTask], sink) -> None:
+        """Judge every task with up to ``judge.concurrency`` calls in flight, calling ``sink(i, verdict)``
+        as each one completes (verdict None: not started, the budget would not allow it)."""
+        asyncio.run(self._run(tasks, sink))
+
+    async def _run(self, tasks: list[JudgeTask], sink) -> None:
         from anthropic import AsyncAnthropic
 
         client = AsyncAnthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
         gate = asyncio.Semaphore(self.cfg.concurrency)
-        rpm = TokenBucket(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
-        tpm = TokenBucket(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
+        rpm = RateLimiter(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
+        tpm = RateLimiter(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
+
+        async def one(i: int, task: JudgeTask) -> None:
+            sink(i, await self._one(client, gate, rpm, tpm, task))
+
         async with client:
-            return list(await asyncio.gather(*(self._one(client, gate, rpm, tpm, t) for t in tasks)))
+            await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
 
     async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
         from anthropic import APIError

@@ -226,3 +226,23 @@ class MessagesAPIServer:
 
 def _error(kind: str, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def main() -> None:
+    """Serve until killed, in a process of its own: `python -m judge.fake_api --latency 0.2`.
+    Prints the URL on its first line."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--latency", type=float, default=0.0, help="Seconds before each answer.")
+    ap.add_argument("--fault-rate", type=float, default=0.0, help="Share of requests answered with a fault.")
+    args = ap.parse_args()
+    server = MessagesAPIServer(latency_s=args.latency, fault_rate=args.fault_rate).start()
+    print(server.url, flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -123,6 +123,13 @@ class LocalJudge:
         return {c.name: self._ids(pointwise_messages(self.rubric, c, task.prompt, task.responses[0]))
                 for c in self.rubric.criteria}
 
+    def run(self, tasks: list[JudgeTask], sink) -> None:
+        """Judge ``judge.batch_size`` tasks per engine call, calling ``sink(i, verdict)`` for each."""
+        size = self.cfg.batch_size
+        for start in range(0, len(tasks), size):
+            for j, verdict in enumerate(self.judge(tasks[start:start + size])):
+                sink(start + j, verdict)
+
     def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
         """A verdict for each task: pointwise scores, or which of two responses is better."""
         began = time.perf_counter()

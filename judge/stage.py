@@ -1,14 +1,17 @@
 """Stage 3, judge: score candidates (pointwise) and verify pairs (pairwise, in both orders).
 
 Each function judges only what this judge and rubric have not judged yet (every repeat), plus
-what failed with an API error last time, whose rows are then overwritten. Results are stored a
-chunk at a time, so a crash loses at most the calls in flight.
+what failed with an API error last time, whose rows are then overwritten. Verdicts are stored as
+they come, ``judge.batch_size`` at a time, so a crash loses at most the calls in flight and one
+batch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,29 +87,59 @@ def _row(verdict: Verdict, rubric: Rubric, judge: str, run_id: str | None, **ide
     }
 
 
-def _judge_in_chunks(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
-                     task_of: Callable[[dict], JudgeTask], row_of: Callable[[dict, Verdict], dict],
-                     stats: JudgeStats, label: str, show_progress: bool) -> None:
+def _judge_all(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
+               task_of: Callable[[dict], JudgeTask], row_of: Callable[[dict, Verdict], dict],
+               stats: JudgeStats, label: str, show_progress: bool) -> None:
+    """Judge every item of ``todo``; store the verdicts ``judge.batch_size`` at a time as they come."""
     if not todo:
         return
     impl = make_judge(cfg, rubric)
+    buffer: list[dict] = []
+    not_started = 0
+    # Rows are written by a thread of their own, so a slow insert never stalls the calls in flight.
+    writes: queue.Queue[list[dict] | None] = queue.Queue()
+    failure: list[BaseException] = []
+
     with track(len(todo), label, show_progress) as progress:
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start:start + cfg.batch_size]
-            verdicts = impl.judge([task_of(item) for item in chunk])
-            # None: not started, because the budget would not allow it. Everything done is kept.
-            rows = [row_of(item, v) for item, v in zip(chunk, verdicts) if v is not None]
-            # A judgment that failed with an API error is judged again, and its row overwritten.
-            store.insert("judgments", rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
-            stats.judged += sum(r["status"] == "ok" for r in rows)
-            stats.failed += sum(r["status"] != "ok" for r in rows)
-            stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in rows)
-            progress.advance(len(chunk))
-            if len(rows) < len(chunk):
-                left = len(todo) - start - len(rows)
-                raise BudgetExhausted(
-                    f"judge.max_usd of ${cfg.max_usd:g} reached: {stats.judged + stats.failed} judgments stored "
-                    f"(${stats.cost_usd:.4f}), {left} left; raise judge.max_usd and rerun to judge them")
+        def writer() -> None:
+            while (rows := writes.get()) is not None:
+                if failure:
+                    continue
+                try:
+                    # A judgment that failed with an API error is judged again, and its row overwritten.
+                    store.insert("judgments", rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
+                except BaseException as e:  # re-raised in the caller's thread below
+                    failure.append(e)
+                    continue
+                stats.judged += sum(r["status"] == "ok" for r in rows)
+                stats.failed += sum(r["status"] != "ok" for r in rows)
+                stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in rows)
+                progress.advance(len(rows))
+
+        def sink(i: int, verdict: Verdict | None) -> None:
+            nonlocal not_started
+            if verdict is None:  # not started: the budget would not allow it
+                not_started += 1
+                return
+            buffer.append(row_of(todo[i], verdict))
+            if len(buffer) >= cfg.batch_size:
+                writes.put(buffer[:])
+                buffer.clear()
+
+        thread = threading.Thread(target=writer, name="judgments-writer")
+        thread.start()
+        try:
+            impl.run([task_of(item) for item in todo], sink)
+        finally:  # everything judged is kept, whatever stopped the run
+            writes.put(buffer[:])
+            writes.put(None)
+            thread.join()
+    if failure:
+        raise failure[0]
+    if not_started:
+        raise BudgetExhausted(
+            f"judge.max_usd of ${cfg.max_usd:g} reached: {stats.judged + stats.failed} judgments stored "
+            f"(${stats.cost_usd:.4f}), {not_started} left; raise judge.max_usd and rerun to judge them")
 
 
 def _done_ids(store: Store, judge: str, rubric_hash: str, mode: str) -> set[str]:
@@ -138,7 +171,7 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
         return _row(verdict, rubric, name, run_id, prompt_id=item["prompt_id"], candidate_id=item["candidate_id"],
                     candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=item["repeat_index"])
 
-    _judge_in_chunks(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)),
+    _judge_all(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)),
                      row_of, stats, f"judging with {rubric.name}", show_progress)
     return stats
 
@@ -179,7 +212,7 @@ def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = 
                     candidate_b_id=r["rejected_id"], mode="pairwise", pair_order=r["pair_order"],
                     repeat_index=r["repeat_index"])
 
-    _judge_in_chunks(store, cfg, rubric, todo, task_of, row_of, stats, "verifying pairs in both orders", show_progress)
+    _judge_all(store, cfg, rubric, todo, task_of, row_of, stats, "verifying pairs in both orders", show_progress)
     pair_ids = sorted({r["pair_id"] for r in rows})
     outcome = {r["verdict"]: r["n"] for r in store.query(
         "SELECT verdict, count(*) AS n FROM v_pair_verdicts WHERE judge = ? AND rubric_hash = ? "

@@ -1,0 +1,131 @@
+"""Judge throughput: the full Claude judge stage against a local Messages-API server.
+
+    .venv/bin/python bench/judge_throughput.py [--latency 0.2] [--levels 1,8,16,32,64,128]
+
+The server (judge/fake_api.py) runs in a process of its own and answers after ``--latency``
+seconds. At each in-flight level we measure judgments/s of the whole stage, `judge.stage.judge`
+with store writes, and report it as a ratio of (a) the ideal, in_flight / latency, and (b) a bare
+`asyncio.gather` over the SDK with a semaphore at the same level, measured in the same run: on 2
+cores (b) is the practical ceiling once client and server saturate the CPU. Then a client-side
+rate limit set at half of the measured ceiling: achieved rate / limit. Also the share of input
+tokens read from the prompt cache. Ratios, not wall times, are the result.
+Targets: >= 0.9 of (a) up to 16 in flight, >= 0.9 of (b) at every level, >= 0.95 of the rate limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "judge.fake_api", "--latency", str(latency)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def make_store(folder: Path, n: int, tag: str):
+    from prefcurate.generate import import_candidates
+    from prefcurate.store import Store
+
+    f = folder / f"{tag}.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}: explain topic {i} briefly.",
+                                     "candidates": [f"Answer {i}: a short, careful explanation of topic {i}."]}) + "\n"
+                         for i in range(n)))
+    store = Store(folder / f"{tag}.duckdb")
+    import_candidates(store, str(f))
+    return store
+
+
+def stage_rate(folder: Path, in_flight: int, n: int, tag: str, **cfg_kw) -> tuple[float, float]:
+    """Judgments/s of the judge stage, and the cache-read share of input tokens."""
+    from judge.stage import judge
+    from prefcurate.config import JudgeConfig
+
+    store = make_store(folder, n, tag)
+    cfg = JudgeConfig(backend="anthropic", model="claude-sonnet-4-6", rubric=str(ROOT / "rubrics" / "helpfulness.yaml"),
+                      mode="pointwise", concurrency=in_flight, **cfg_kw)
+    start = time.perf_counter()
+    stats = judge(store, cfg)
+    elapsed = time.perf_counter() - start
+    assert stats.judged == n, stats
+    read, total = store.con.execute(
+        "SELECT sum(cache_read_tokens), sum(input_tokens + cache_read_tokens + cache_write_tokens) FROM judgments"
+    ).fetchone()
+    store.close()
+    return n / elapsed, float(read) / float(total)
+
+
+def bare_rate(in_flight: int, n: int) -> float:
+    """Judgments/s of a bare asyncio.gather over the SDK, same requests, no store."""
+    from anthropic import AsyncAnthropic
+
+    from judge.anthropic_backend import score_tool
+    from judge.render import pointwise_user_message, rubric_system_prompt
+    from judge.rubric import load_rubric
+
+    rubric = load_rubric(ROOT / "rubrics" / "helpfulness.yaml")
+    system = [{"type": "text", "text": rubric_system_prompt(rubric), "cache_control": {"type": "ephemeral"}}]
+    tool = score_tool(rubric)
+
+    async def go() -> float:
+        gate = asyncio.Semaphore(in_flight)
+        async with AsyncAnthropic() as client:
+            async def one(i: int) -> None:
+                async with gate:
+                    await client.messages.create(
+                        model="claude-sonnet-4-6", max_tokens=512, system=system, tools=[tool],
+                        tool_choice={"type": "tool", "name": tool["name"]},
+                        messages=[{"role": "user", "content": pointwise_user_message(
+                            rubric, [{"role": "user", "content": f"Question {i}"}], f"Answer {i}.")}])
+            start = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(n)))
+            return n / (time.perf_counter() - start)
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--levels", default="1,8,16,32,64,128")
+    ap.add_argument("--per-level", type=int, default=12, help="Judgments per level: this many times in_flight (at least 40).")
+    args = ap.parse_args()
+
+    proc, url = start_server(args.latency)
+    os.environ["ANTHROPIC_BASE_URL"], os.environ["ANTHROPIC_API_KEY"] = url, "sk-ant-bench"
+    folder = Path(tempfile.mkdtemp(prefix="bench-judge-"))
+    try:
+        print(f"server {url}, latency {args.latency * 1000:.0f} ms; judgments/s (ratios are the result)")
+        print(f"{'in flight':>9} {'n':>5} {'stage/s':>8} {'ideal/s':>8} {'bare/s':>8} {'vs ideal':>9} {'vs bare':>8} {'cache share':>11}")
+        ceiling = 0.0
+        for level in (int(x) for x in args.levels.split(",")):
+            n = max(40, args.per_level * level)
+            bare = bare_rate(level, n)
+            stage, cache_share = stage_rate(folder, level, n, f"level{level}")
+            ideal = level / args.latency
+            ceiling = max(ceiling, bare)
+            print(f"{level:>9} {n:>5} {stage:>8.1f} {ideal:>8.1f} {bare:>8.1f} {stage / ideal:>9.3f} {stage / bare:>8.3f} {cache_share:>11.3f}")
+        limit_per_s = ceiling / 2
+        level = max(int(x) for x in args.levels.split(","))
+        n = int(limit_per_s * 5)  # about five seconds at the limit
+        rate, _ = stage_rate(folder, level, n, "limited", requests_per_minute=int(limit_per_s * 60))
+        print(f"rate limit {limit_per_s * 60:.0f}/min ({limit_per_s:.1f}/s, half the ceiling) at {level} in flight: "
+              f"achieved {rate:.1f}/s = {rate / limit_per_s:.3f} of the limit (target >= 0.95)")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
