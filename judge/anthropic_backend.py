@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 
 from judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
 from judge.rubric import Rubric
@@ -45,8 +46,18 @@ PRICES: dict[str, ModelPrice] = {
 DATE_SUFFIX = re.compile(r"-\d{8}$")
 
 
+BATCH_DISCOUNT = 0.5  # Message Batches are billed at half the price
+
+
 class BudgetExhausted(PrefcurateError):
     pass
+
+
+def _add_usage(total: dict, usage) -> None:
+    total["input"] += usage.input_tokens
+    total["output"] += usage.output_tokens
+    total["cache_read"] += usage.cache_read_input_tokens or 0
+    total["cache_write"] += usage.cache_creation_input_tokens or 0
 
 
 def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None:
@@ -172,16 +183,34 @@ class AnthropicJudge:
         async with client:
             await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
 
+    def _request(self, task: JudgeTask) -> tuple[str, dict, Callable]:
+        """(user message, tool, checker of the tool input) for a task."""
+        if task.pairwise:
+            return pairwise_user_message(self.rubric, task.prompt, *task.responses), VERDICT_TOOL_SPEC, check_verdict
+        return pointwise_user_message(self.rubric, task.prompt, task.responses[0]), self.score_tool, check_scores
+
+    def _params(self, messages: list[dict], tool: dict) -> dict:
+        # No sampling parameters: SDK 2.x's Messages API no longer takes them.
+        return {"model": self.cfg.model, "max_tokens": self.cfg.max_output_tokens, "system": self.system,
+                "messages": messages, "tools": [tool], "tool_choice": {"type": "tool", "name": tool["name"]}}
+
+    def _read(self, message, tool: dict, check: Callable, task: JudgeTask) -> tuple[str | None, dict, object]:
+        """(problem or None, verdict fields, the tool call) from a Messages API answer."""
+        call = next((b for b in message.content if b.type == "tool_use" and b.name == tool["name"]), None)
+        problem = f"no {tool['name']} tool call" if call is None else check(self.rubric, call.input)
+        if problem is not None:
+            return problem, {}, call
+        fields = {"rationale": str(call.input.get("rationale", ""))}
+        if task.pairwise:
+            fields["winner"] = POSITIONS[call.input["winner"]]
+        else:
+            fields["scores"] = {c.name: float(call.input[c.name]) for c in self.rubric.criteria}
+        return None, fields, call
+
     async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
         from anthropic import APIError
 
-        if task.pairwise:
-            user = pairwise_user_message(self.rubric, task.prompt, *task.responses)
-            tool, check = VERDICT_TOOL_SPEC, check_verdict
-        else:
-            user = pointwise_user_message(self.rubric, task.prompt, task.responses[0])
-            tool, check = self.score_tool, check_scores
-        name = tool["name"]
+        user, tool, check = self._request(task)
         messages = [{"role": "user", "content": user}]
         async with gate:
             worst = self._worst_case(len(user))
@@ -199,44 +228,91 @@ class AnthropicJudge:
                     if tpm:
                         await tpm.take(len(user) / 3 + self.cfg.max_output_tokens)
                     try:
-                        resp = await client.messages.create(
-                            # No sampling parameters: SDK 2.x's Messages API no longer takes them.
-                            model=self.cfg.model, max_tokens=self.cfg.max_output_tokens,
-                            system=self.system, messages=messages,
-                            tools=[tool], tool_choice={"type": "tool", "name": name},
-                        )
+                        resp = await client.messages.create(**self._params(messages, tool))
                     except APIError as e:  # the SDK's own retries are spent
                         return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, cost, start)
-                    u = resp.usage
-                    usage_total["input"] += u.input_tokens
-                    usage_total["output"] += u.output_tokens
-                    usage_total["cache_read"] += u.cache_read_input_tokens or 0
-                    usage_total["cache_write"] += u.cache_creation_input_tokens or 0
+                    _add_usage(usage_total, resp.usage)
                     if cost is not None:
-                        cost += cost_of(u, self.price)
+                        cost += cost_of(resp.usage, self.price)
                     raw = resp.model_dump_json()
-                    call = next((b for b in resp.content if b.type == "tool_use" and b.name == name), None)
-                    problem = f"no {name} tool call" if call is None else check(self.rubric, call.input)
+                    problem, fields, call = self._read(resp, tool, check, task)
                     if problem is None:
-                        rationale = str(call.input.get("rationale", ""))
-                        if task.pairwise:
-                            return self._verdict("ok", raw, None, usage_total, cost, start, rationale=rationale,
-                                                 winner=POSITIONS[call.input["winner"]])
-                        scores = {c.name: float(call.input[c.name]) for c in self.rubric.criteria}
-                        return self._verdict("ok", raw, None, usage_total, cost, start, rationale=rationale,
-                                             scores=scores)
+                        return self._verdict("ok", raw, None, usage_total, cost, start, **fields)
                     # Re-ask with the problem stated, as the tool result of the bad call.
                     messages = messages + [
                         {"role": "assistant", "content": [b.model_dump() for b in resp.content]},
                         {"role": "user", "content": [{
                             "type": "tool_result", "tool_use_id": call.id, "is_error": True,
-                            "content": f"Invalid: {problem}. Call {name} again, correctly.",
-                        }] if call is not None else f"Call the {name} tool."},
+                            "content": f"Invalid: {problem}. Call {tool['name']} again, correctly.",
+                        }] if call is not None else f"Call the {tool['name']} tool."},
                     ]
                 return self._verdict("parse_error", raw, problem, usage_total, cost, start)
             finally:
                 self.reserved -= worst
                 self.spent += cost or 0.0
+
+    # -- Message Batches -----------------------------------------------------------------------
+    def submit_batch(self, tasks: list[JudgeTask], custom_ids: list[str]) -> tuple[str | None, int]:
+        """Submit as many tasks as the budget allows as one Message Batch: (batch id, how many)."""
+        from anthropic import Anthropic
+
+        requests = []
+        for task, custom_id in zip(tasks, custom_ids):
+            user, tool, _ = self._request(task)
+            worst = self._worst_case(len(user)) * BATCH_DISCOUNT
+            if self.cfg.max_usd is not None and self.spent + self.reserved + worst > self.cfg.max_usd:
+                break
+            self.reserved += worst
+            requests.append({"custom_id": custom_id, "params": self._params([{"role": "user", "content": user}], tool)})
+        if not requests:
+            return None, 0
+        with Anthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s) as client:
+            batch = client.messages.batches.create(requests=requests)
+        return batch.id, len(requests)
+
+    def wait_batch(self, batch_id: str, on_poll: Callable[[object], None] | None = None) -> None:
+        """Poll until the batch has ended, backing off from judge.batch_poll_s to 5 minutes."""
+        from anthropic import Anthropic
+
+        delay = self.cfg.batch_poll_s
+        with Anthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s) as client:
+            while (batch := client.messages.batches.retrieve(batch_id)).processing_status != "ended":
+                if on_poll:
+                    on_poll(batch)
+                time.sleep(delay)
+                delay = min(delay * 1.5, 300.0)
+
+    def batch_verdicts(self, batch_id: str, tasks: dict[str, JudgeTask]) -> dict[str, Verdict]:
+        """The verdicts of an ended batch, by custom id, for the tasks given (others are skipped)."""
+        from anthropic import Anthropic
+
+        verdicts = {}
+        with Anthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s) as client:
+            for item in client.messages.batches.results(batch_id):
+                task = tasks.get(item.custom_id)
+                if task is None:
+                    continue
+                result = item.result
+                usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+                if result.type != "succeeded":  # errored, expired or canceled: judged again next run
+                    detail = result.error.error.message if result.type == "errored" else ""
+                    verdicts[item.custom_id] = Verdict("api_error", error=f"batch request {result.type}: {detail}".strip(": "),
+                                                       input_tokens=0, output_tokens=0, cost_usd=0.0)
+                    continue
+                message = result.message
+                _add_usage(usage, message.usage)
+                cost = cost_of(message.usage, self.price)
+                cost = cost * BATCH_DISCOUNT if cost is not None else None
+                self.spent += cost or 0.0
+                _, tool, check = self._request(task)
+                problem, fields, _ = self._read(message, tool, check, task)
+                # No re-ask inside a batch: an invalid answer is a parse_error.
+                verdicts[item.custom_id] = Verdict(
+                    "ok" if problem is None else "parse_error", raw_response=message.model_dump_json(), error=problem,
+                    input_tokens=usage["input"], output_tokens=usage["output"], cache_read_tokens=usage["cache_read"],
+                    cache_write_tokens=usage["cache_write"], cost_usd=cost, **fields)
+        self.reserved = 0.0
+        return verdicts
 
     def _verdict(self, status, raw, error, usage, cost, start, rationale=None, scores=None, winner=None) -> Verdict:
         return Verdict(status, scores=scores, winner=winner, rationale=rationale, raw_response=raw, error=error,

@@ -85,7 +85,8 @@ class MessagesAPIServer:
 
     def __init__(self, scorer: Scorer = hashed_scorer, latency_s: float = 0.0, faults: list | None = None,
                  fault_rate: float = 0.0, random_faults: tuple = (429, 529, 500, "drop", "slow", "malformed"),
-                 slow_s: float = 5.0, seed: int = 0, backlog: int = 2048):
+                 slow_s: float = 5.0, seed: int = 0, backlog: int = 2048, batch_delay_s: float = 0.0,
+                 batch_outcomes: dict[str, str] | None = None):
         self.scorer, self.latency_s, self.slow_s, self.backlog = scorer, latency_s, slow_s, backlog
         self.faults = list(faults or [])
         self.fault_rate, self.random_faults, self.rng = fault_rate, random_faults, random.Random(seed)
@@ -94,6 +95,10 @@ class MessagesAPIServer:
         self.arrivals: list[float] = []  # and when it came (time.monotonic)
         self.answers: Counter = Counter()  # what was answered: 200, 429, "drop", ...
         self._cached: set[str] = set()
+        # Message Batches: id -> {"requests", "created", "results"}; a batch ends batch_delay_s after it
+        # is created; batch_outcomes maps a custom_id to "errored", "expired" or "canceled".
+        self.batches: dict[str, dict] = {}
+        self.batch_delay_s, self.batch_outcomes = batch_delay_s, dict(batch_outcomes or {})
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -148,7 +153,7 @@ class MessagesAPIServer:
                 status, payload, extra = await self._answer(method, path, headers, body)
                 if status == "drop":
                     break
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
                           500: "Internal Server Error", 529: "Overloaded"}.get(status, "Error")
                 head_out = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
@@ -169,8 +174,11 @@ class MessagesAPIServer:
                 return self.rng.choice(self.random_faults)
         return None
 
-    async def _answer(self, method: str, path: str, headers: dict, raw: bytes) -> tuple[Any, dict, dict]:
-        if method != "POST" or path.split("?")[0] != "/v1/messages":
+    async def _answer(self, method: str, path: str, headers: dict, raw: bytes) -> tuple[Any, Any, dict]:
+        path = path.split("?")[0]
+        if path.startswith("/v1/messages/batches"):
+            return self._batches(method, path, raw)
+        if method != "POST" or path != "/v1/messages":
             return 404, _error("not_found_error", f"{method} {path} is not served here"), {}
         body = json.loads(raw)
         with self._lock:
@@ -222,6 +230,54 @@ class MessagesAPIServer:
             "usage": {"input_tokens": _tokens(other_text), "output_tokens": _tokens(json.dumps(tool_input)),
                       "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
         }
+
+
+    # -- Message Batches -----------------------------------------------------------------------
+    def _batches(self, method: str, path: str, raw: bytes) -> tuple[Any, Any, dict]:
+        parts = path.strip("/").split("/")  # v1 messages batches [id] [results]
+        if method == "POST" and len(parts) == 3:
+            body = json.loads(raw)
+            batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+            with self._lock:
+                self.batches[batch_id] = {"requests": body["requests"], "created": time.monotonic(), "results": None}
+                self.requests.extend(r["params"] for r in body["requests"])
+            return 200, self._batch_json(batch_id), {}
+        batch = self.batches.get(parts[3]) if len(parts) >= 4 else None
+        if method != "GET" or batch is None:
+            return 404, _error("not_found_error", f"{method} {path} is not served here"), {}
+        if len(parts) == 4:
+            return 200, self._batch_json(parts[3]), {}
+        if batch["results"] is None:
+            return 404, _error("not_found_error", "the batch has not ended"), {}
+        return 200, "".join(json.dumps(r) + "\n" for r in batch["results"]).encode(), {}
+
+    def _batch_json(self, batch_id: str) -> dict:
+        batch = self.batches[batch_id]
+        ended = time.monotonic() - batch["created"] >= self.batch_delay_s
+        if ended and batch["results"] is None:
+            batch["results"] = [self._batch_result(r) for r in batch["requests"]]
+        counts = Counter(r["result"]["type"] for r in batch["results"] or [])
+        stamp = "2026-11-30T00:00:00Z"
+        return {
+            "id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {"processing": 0 if ended else len(batch["requests"]), "succeeded": counts["succeeded"],
+                               "errored": counts["errored"], "canceled": counts["canceled"], "expired": counts["expired"]},
+            "created_at": stamp, "expires_at": stamp, "ended_at": stamp if ended else None, "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None,
+        }
+
+    def _batch_result(self, request: dict) -> dict:
+        outcome = self.batch_outcomes.get(request["custom_id"], "succeeded")
+        self.answers[f"batch {outcome}"] += 1
+        if outcome == "succeeded":
+            result = {"type": "succeeded", "message": self._message(request["params"], self.scorer(request["params"]))}
+        elif outcome == "errored":
+            result = {"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error",
+                                                                              "message": "injected batch error"}}}
+        else:
+            result = {"type": outcome}
+        return {"custom_id": request["custom_id"], "result": result}
 
 
 def _error(kind: str, message: str) -> dict:

@@ -89,8 +89,12 @@ def _row(verdict: Verdict, rubric: Rubric, judge: str, run_id: str | None, **ide
 
 def _judge_all(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
                task_of: Callable[[dict], JudgeTask], row_of: Callable[[dict, Verdict], dict],
-               stats: JudgeStats, label: str, show_progress: bool) -> None:
+               id_of: Callable[[dict], str], mode: str, stats: JudgeStats, label: str, show_progress: bool,
+               run_id: str | None) -> None:
     """Judge every item of ``todo``; store the verdicts ``judge.batch_size`` at a time as they come."""
+    if cfg.backend == "anthropic" and cfg.batch:
+        _judge_by_batches(store, cfg, rubric, todo, task_of, row_of, id_of, mode, stats, run_id)
+        return
     if not todo:
         return
     impl = make_judge(cfg, rubric)
@@ -106,14 +110,10 @@ def _judge_all(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
                 if failure:
                     continue
                 try:
-                    # A judgment that failed with an API error is judged again, and its row overwritten.
-                    store.insert("judgments", rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
+                    _store_verdicts(store, rows, stats)
                 except BaseException as e:  # re-raised in the caller's thread below
                     failure.append(e)
                     continue
-                stats.judged += sum(r["status"] == "ok" for r in rows)
-                stats.failed += sum(r["status"] != "ok" for r in rows)
-                stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in rows)
                 progress.advance(len(rows))
 
         def sink(i: int, verdict: Verdict | None) -> None:
@@ -136,6 +136,55 @@ def _judge_all(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
             thread.join()
     if failure:
         raise failure[0]
+    if not_started:
+        raise BudgetExhausted(
+            f"judge.max_usd of ${cfg.max_usd:g} reached: {stats.judged + stats.failed} judgments stored "
+            f"(${stats.cost_usd:.4f}), {not_started} left; raise judge.max_usd and rerun to judge them")
+
+
+def _store_verdicts(store: Store, rows: list[dict], stats: JudgeStats) -> None:
+    # A judgment that failed with an API error is judged again, and its row overwritten.
+    store.insert("judgments", rows, replace_if="judgments.status = 'api_error'", key="judgment_id")
+    stats.judged += sum(r["status"] == "ok" for r in rows)
+    stats.failed += sum(r["status"] != "ok" for r in rows)
+    stats.cost_usd += sum(r["cost_usd"] or 0.0 for r in rows)
+
+
+def _judge_by_batches(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list[dict],
+                      task_of: Callable[[dict], JudgeTask], row_of: Callable[[dict, Verdict], dict],
+                      id_of: Callable[[dict], str], mode: str, stats: JudgeStats, run_id: str | None) -> None:
+    """Message Batches: resume the batches an earlier run submitted, submit what is left, collect."""
+    name = judge_name(cfg)
+    by_id = {id_of(item): item for item in todo}
+    pending = [r["batch_id"] for r in store.query(
+        "SELECT batch_id FROM judge_batches WHERE judge = ? AND rubric_hash = ? AND mode = ? AND status = 'submitted' "
+        "ORDER BY created_at", [name, rubric.hash, mode])]
+    in_pending = {r["custom_id"] for r in store.query(
+        "SELECT custom_id FROM judge_batch_requests WHERE list_contains(?, batch_id)", [pending])}
+    fresh = [jid for jid in by_id if jid not in in_pending]
+    if not pending and not fresh:
+        return
+    impl = make_judge(cfg, rubric)
+    not_started = 0
+    if fresh:
+        batch_id, n = impl.submit_batch([task_of(by_id[j]) for j in fresh], fresh)
+        not_started = len(fresh) - n
+        if batch_id:
+            with store.transaction():  # recorded at once: a crash from here on resumes this batch
+                store.insert("judge_batches", [{"batch_id": batch_id, "judge": name, "rubric_hash": rubric.hash,
+                                                "mode": mode, "n_requests": n, "status": "submitted", "run_id": run_id}])
+                store.insert("judge_batch_requests", [{"batch_id": batch_id, "custom_id": j} for j in fresh[:n]])
+            log.info("judge: submitted Message Batch %s with %d requests", batch_id, n)
+            pending.append(batch_id)
+    for batch_id in pending:
+        impl.wait_batch(batch_id, on_poll=lambda b: log.info(
+            "judge: batch %s %s, %d of %d processing", b.id, b.processing_status, b.request_counts.processing,
+            sum(b.request_counts.model_dump().values())))
+        verdicts = impl.batch_verdicts(batch_id, {j: task_of(by_id[j]) for j in by_id})
+        with store.transaction():
+            _store_verdicts(store, [row_of(by_id[j], v) for j, v in verdicts.items()], stats)
+            store.con.execute("UPDATE judge_batches SET status = 'collected', collected_at = current_timestamp "
+                              "WHERE batch_id = ?", [batch_id])
     if not_started:
         raise BudgetExhausted(
             f"judge.max_usd of ${cfg.max_usd:g} reached: {stats.judged + stats.failed} judgments stored "
@@ -171,8 +220,9 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
         return _row(verdict, rubric, name, run_id, prompt_id=item["prompt_id"], candidate_id=item["candidate_id"],
                     candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=item["repeat_index"])
 
-    _judge_all(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)),
-                     row_of, stats, f"judging with {rubric.name}", show_progress)
+    _judge_all(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)), row_of,
+               lambda r: judgment_id(r["candidate_id"], name, rubric.hash, repeat_index=r["repeat_index"]),
+               "pointwise", stats, f"judging with {rubric.name}", show_progress, run_id)
     return stats
 
 
@@ -212,7 +262,8 @@ def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = 
                     candidate_b_id=r["rejected_id"], mode="pairwise", pair_order=r["pair_order"],
                     repeat_index=r["repeat_index"])
 
-    _judge_all(store, cfg, rubric, todo, task_of, row_of, stats, "verifying pairs in both orders", show_progress)
+    _judge_all(store, cfg, rubric, todo, task_of, row_of, jid, "pairwise", stats, "verifying pairs in both orders",
+               show_progress, run_id)
     pair_ids = sorted({r["pair_id"] for r in rows})
     outcome = {r["verdict"]: r["n"] for r in store.query(
         "SELECT verdict, count(*) AS n FROM v_pair_verdicts WHERE judge = ? AND rubric_hash = ? "

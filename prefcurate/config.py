@@ -79,6 +79,8 @@ class JudgeConfig(LocalModelConfig):
     timeout_s: float = Field(60.0, gt=0, description="anthropic: seconds before a call counts as failed (then retried).")
     max_output_tokens: int = Field(512, ge=16, description="anthropic: most tokens the judge may answer with.")
     max_usd: float | None = Field(None, gt=0, description="anthropic: no call starts that could take this run's spend past it.")
+    batch: bool = Field(False, description="anthropic: judge through the Message Batches API (half price, results within 24 h).")
+    batch_poll_s: float = Field(30.0, gt=0, description="anthropic batch: first wait between polls; backs off to 5 minutes.")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="Price per model id prefix; adds to or overrides the built-in table.")
 
 

@@ -221,3 +221,50 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
     assert (row["chosen_wins"], row["rejected_wins"], row["first_shown_wins"], row["verdict"]) == (2, 2, 4, "inconsistent")
     with pytest.raises(Exception, match="none survived pairwise verification"):
         create_snapshot(store)
+
+
+def test_message_batches_submit_poll_collect_at_half_price(api, store):
+    api.batch_delay_s = 0.2
+    stats = judge(store, claude(batch=True, batch_poll_s=0.05))
+    assert (stats.judged, stats.failed) == (4, 0) and len(api.batches) == 1
+    rows = store.query("SELECT * FROM judgments")
+    assert all(r["cost_usd"] == pytest.approx((r["input_tokens"] * 3 + r["output_tokens"] * 15 + r["cache_write_tokens"]
+                                               * 3.75 + r["cache_read_tokens"] * 0.30) / 1e6 / 2) for r in rows)
+    batch = store.query("SELECT * FROM judge_batches")[0]
+    assert (batch["n_requests"], batch["status"]) == (4, "collected")
+    assert judge(store, claude(batch=True)).judged == 0 and len(api.batches) == 1
+
+
+def test_a_batch_survives_a_crash_and_is_not_paid_twice(api, store, monkeypatch):
+    from judge.anthropic_backend import AnthropicJudge
+
+    api.batch_delay_s = 0.3
+    real_wait = AnthropicJudge.wait_batch
+
+    def crash(self, batch_id, on_poll=None):
+        raise KeyboardInterrupt("killed while the batch was processing")
+
+    monkeypatch.setattr(AnthropicJudge, "wait_batch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        judge(store, claude(batch=True, batch_poll_s=0.05))
+    assert store.scalar("SELECT count(*) FROM judgments") == 0
+    assert store.query("SELECT status FROM judge_batches") == [{"status": "submitted"}]
+
+    monkeypatch.setattr(AnthropicJudge, "wait_batch", real_wait)
+    stats = judge(store, claude(batch=True, batch_poll_s=0.05))
+    assert stats.judged == 4 and len(api.batches) == 1  # resumed, not submitted again
+
+
+def test_errored_and_expired_batch_requests_are_judged_again(api, store):
+    from judge.stage import judge_name, judgment_id
+
+    ids = [r["candidate_id"] for r in store.query("SELECT candidate_id FROM candidates ORDER BY candidate_id")]
+    name, rubric_hash = judge_name(claude()), load_rubric(RUBRIC).hash
+    api.batch_outcomes = {judgment_id(ids[0], name, rubric_hash): "errored", judgment_id(ids[1], name, rubric_hash): "expired"}
+    stats = judge(store, claude(batch=True, batch_poll_s=0.05))
+    assert (stats.judged, stats.failed) == (2, 2)
+    errors = sorted(r["error"] for r in store.query("SELECT error FROM judgments WHERE status = 'api_error'"))
+    assert errors == ["batch request errored: injected batch error", "batch request expired"]
+    api.batch_outcomes = {}
+    again = judge(store, claude(batch=True, batch_poll_s=0.05))
+    assert again.judged == 2 and len(api.batches) == 2 and len(list(api.batches.values())[1]["requests"]) == 2
