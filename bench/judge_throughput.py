@@ -73,6 +73,7 @@ def bare_rate(in_flight: int, n: int) -> float:
     from judge.anthropic_backend import score_tool
     from judge.render import pointwise_user_message, rubric_system_prompt
     from judge.rubric import load_rubric
+    from judge.verdict import JudgeTask
 
     rubric = load_rubric(ROOT / "rubrics" / "helpfulness.yaml")
     system = [{"type": "text", "text": rubric_system_prompt(rubric), "cache_control": {"type": "ephemeral"}}]
@@ -87,7 +88,7 @@ def bare_rate(in_flight: int, n: int) -> float:
                         model="claude-sonnet-4-6", max_tokens=512, system=system, tools=[tool],
                         tool_choice={"type": "tool", "name": tool["name"]},
                         messages=[{"role": "user", "content": pointwise_user_message(
-                            rubric, [{"role": "user", "content": f"Question {i}"}], f"Answer {i}.")}])
+                            rubric, JudgeTask([{"role": "user", "content": f"Question {i}"}], (f"Answer {i}.",)))}])
             start = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(n)))
             return n / (time.perf_counter() - start)

@@ -186,8 +186,8 @@ class AnthropicJudge:
     def _request(self, task: JudgeTask) -> tuple[str, dict, Callable]:
         """(user message, tool, checker of the tool input) for a task."""
         if task.pairwise:
-            return pairwise_user_message(self.rubric, task.prompt, *task.responses), VERDICT_TOOL_SPEC, check_verdict
-        return pointwise_user_message(self.rubric, task.prompt, task.responses[0]), self.score_tool, check_scores
+            return pairwise_user_message(self.rubric, task), VERDICT_TOOL_SPEC, check_verdict
+        return pointwise_user_message(self.rubric, task), self.score_tool, check_scores
 
     def _params(self, messages: list[dict], tool: dict) -> dict:
         # No sampling parameters: SDK 2.x's Messages API no longer takes them.

@@ -119,8 +119,8 @@ class LocalJudge:
     def _queries(self, task: JudgeTask) -> dict[str, list[int]]:
         """The prompt of each forward-pass family: one per criterion, or one for a pair."""
         if task.pairwise:
-            return {"pair": self._ids(pairwise_messages(self.rubric, task.prompt, *task.responses))}
-        return {c.name: self._ids(pointwise_messages(self.rubric, c, task.prompt, task.responses[0]))
+            return {"pair": self._ids(pairwise_messages(self.rubric, task))}
+        return {c.name: self._ids(pointwise_messages(self.rubric, c, task))
                 for c in self.rubric.criteria}
 
     def run(self, tasks: list[JudgeTask], sink) -> None:

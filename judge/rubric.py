@@ -44,6 +44,8 @@ class Rubric(_Strict):
     scale: Scale = Field(default_factory=Scale, description="The score range.")
     instructions: str = Field(description="The judge's instructions, shown before the criteria.")
     criteria: list[Criterion] = Field(min_length=1, description="What is scored; overall is their weighted mean.")
+    reference_key: str | None = Field("reference", description="Prompt metadata key whose value, if present, is "
+                                      "shown to the judge as a reference answer (None: never).")
 
     @model_validator(mode="after")
     def _weights(self) -> Rubric:

@@ -191,6 +191,13 @@ def _judge_by_batches(store: Store, cfg: JudgeConfig, rubric: Rubric, todo: list
             f"(${stats.cost_usd:.4f}), {not_started} left; raise judge.max_usd and rerun to judge them")
 
 
+def task_for(row: dict, rubric: Rubric, responses: tuple[str, ...]) -> JudgeTask:
+    """A task from a query row with the prompt's messages and metadata."""
+    metadata = json.loads(row["metadata"]) if row.get("metadata") else {}
+    reference = metadata.get(rubric.reference_key) if rubric.reference_key else None
+    return JudgeTask(json.loads(row["messages"]), responses, reference if isinstance(reference, str) else None)
+
+
 def _done_ids(store: Store, judge: str, rubric_hash: str, mode: str) -> set[str]:
     """Judgment ids already stored for this judge, rubric and mode that need no new call."""
     return {r["judgment_id"] for r in store.query(
@@ -204,7 +211,7 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
     rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
     rows = store.query(
         """
-        SELECT c.candidate_id, c.prompt_id, c.text, p.messages, r.range AS repeat_index
+        SELECT c.candidate_id, c.prompt_id, c.text, p.messages, p.metadata, r.range AS repeat_index
         FROM candidates c JOIN prompts p USING (prompt_id) CROSS JOIN range($repeats) r
         WHERE $prompt_ids IS NULL OR list_contains($prompt_ids, c.prompt_id)
         ORDER BY c.prompt_id, c.sample_index, c.candidate_id, repeat_index
@@ -220,7 +227,7 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
         return _row(verdict, rubric, name, run_id, prompt_id=item["prompt_id"], candidate_id=item["candidate_id"],
                     candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=item["repeat_index"])
 
-    _judge_all(store, cfg, rubric, todo, lambda r: JudgeTask(json.loads(r["messages"]), (r["text"],)), row_of,
+    _judge_all(store, cfg, rubric, todo, lambda r: task_for(r, rubric, (r["text"],)), row_of,
                lambda r: judgment_id(r["candidate_id"], name, rubric.hash, repeat_index=r["repeat_index"]),
                "pointwise", stats, f"judging with {rubric.name}", show_progress, run_id)
     return stats
@@ -232,7 +239,7 @@ def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = 
     rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
     rows = store.query(
         """
-        SELECT pr.pair_id, pr.prompt_id, pr.chosen_id, pr.rejected_id, p.messages,
+        SELECT pr.pair_id, pr.prompt_id, pr.chosen_id, pr.rejected_id, p.messages, p.metadata,
                ch.text AS chosen_text, rj.text AS rejected_text, o.pair_order, r.range AS repeat_index
         FROM pairs pr JOIN prompts p USING (prompt_id)
         JOIN candidates ch ON ch.candidate_id = pr.chosen_id
@@ -255,7 +262,7 @@ def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = 
 
     def task_of(r: dict) -> JudgeTask:
         shown = (r["chosen_text"], r["rejected_text"]) if r["pair_order"] == "ab" else (r["rejected_text"], r["chosen_text"])
-        return JudgeTask(json.loads(r["messages"]), shown)
+        return task_for(r, rubric, shown)
 
     def row_of(r: dict, verdict: Verdict) -> dict:
         return _row(verdict, rubric, name, run_id, prompt_id=r["prompt_id"], candidate_id=r["chosen_id"],

@@ -13,6 +13,7 @@ Position = Literal["first", "second", "tie"]
 class JudgeTask:
     prompt: list[dict[str, str]]  # the conversation the responses answer
     responses: tuple[str, ...]  # one: score it (pointwise); two: which is better, in the order shown (pairwise)
+    reference: str | None = None  # a reference answer from the prompt's metadata, shown to the judge
 
     @property
     def pairwise(self) -> bool:

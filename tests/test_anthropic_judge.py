@@ -268,3 +268,18 @@ def test_errored_and_expired_batch_requests_are_judged_again(api, store):
     api.batch_outcomes = {}
     again = judge(store, claude(batch=True, batch_poll_s=0.05))
     assert again.judged == 2 and len(api.batches) == 2 and len(list(api.batches.values())[1]["requests"]) == 2
+
+
+def test_a_reference_answer_from_prompt_metadata_is_shown_to_the_judge(api, tmp_path):
+    from prefcurate.prompts import import_prompts
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "Capital of France?", "metadata": {"reference": "Paris."}}) + "\n")
+    c = tmp_path / "c.jsonl"
+    c.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Lyon."]}) + "\n")
+    with Store(tmp_path / "s.duckdb") as s:
+        import_prompts(s, str(p))
+        import_candidates(s, str(c))
+        judge(s, claude())
+    user = api.requests[0]["messages"][0]["content"]
+    assert "<reference>\nParis.\n</reference>" in user and user.index("<reference>") < user.index("Lyon.")
