@@ -59,7 +59,7 @@ def judge_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, 
 def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) -> dict:
     rubric_hash = load_rubric(cfg.judge.rubric).hash
     with open_store(db) as store:
-        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric_hash, prompt_ids, run_id)
+        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric_hash, prompt_ids, run_id, cfg.judge.mode)
     get_run_logger().info("pairs: %s", stats.as_dict())
     return stats.as_dict()
 

@@ -111,6 +111,19 @@ def check_verdict(rubric: Rubric, data) -> str | None:
     return None
 
 
+def read_answer(rubric: Rubric, task: JudgeTask, data) -> tuple[str | None, dict]:
+    """(problem or None, verdict fields) from a judge's structured answer (tool input or JSON)."""
+    problem = (check_verdict if task.pairwise else check_scores)(rubric, data)
+    if problem is not None:
+        return problem, {}
+    fields = {"rationale": str(data.get("rationale", ""))}
+    if task.pairwise:
+        fields["winner"] = POSITIONS[data["winner"]]
+    else:
+        fields["scores"] = {c.name: float(data[c.name]) for c in rubric.criteria}
+    return None, fields
+
+
 class RateLimiter:
     """At most ``per_minute`` units a minute, spread evenly: each caller reserves the next slot. No
     bursts, since a burst measured over a short window at the server reads as going over the limit."""
@@ -197,15 +210,10 @@ class AnthropicJudge:
     def _read(self, message, tool: dict, check: Callable, task: JudgeTask) -> tuple[str | None, dict, object]:
         """(problem or None, verdict fields, the tool call) from a Messages API answer."""
         call = next((b for b in message.content if b.type == "tool_use" and b.name == tool["name"]), None)
-        problem = f"no {tool['name']} tool call" if call is None else check(self.rubric, call.input)
-        if problem is not None:
-            return problem, {}, call
-        fields = {"rationale": str(call.input.get("rationale", ""))}
-        if task.pairwise:
-            fields["winner"] = POSITIONS[call.input["winner"]]
-        else:
-            fields["scores"] = {c.name: float(call.input[c.name]) for c in self.rubric.criteria}
-        return None, fields, call
+        if call is None:
+            return f"no {tool['name']} tool call", {}, None
+        problem, fields = read_answer(self.rubric, task, call.input)
+        return problem, fields, call
 
     async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
         from anthropic import APIError

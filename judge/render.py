@@ -56,12 +56,12 @@ def pointwise_messages(rubric: Rubric, criterion: Criterion, task: JudgeTask) ->
     return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
 
 
-def pointwise_user_message(rubric: Rubric, task: JudgeTask) -> str:
-    """The user turn asking an API judge for every criterion at once, through its scoring tool."""
+def pointwise_user_message(rubric: Rubric, task: JudgeTask, answer_with: str = "by calling the submit_scores tool") -> str:
+    """The user turn asking an API judge for every criterion at once."""
     names = ", ".join(c.name for c in rubric.criteria)
     return context_block(task) + fenced("The assistant's response", task.responses[0]) + (
         f"Score the response on every criterion ({names}), each an integer from {rubric.scale.min} to "
-        f"{rubric.scale.max}, by calling the submit_scores tool."
+        f"{rubric.scale.max}, {answer_with}."
     )
 
 
@@ -79,9 +79,9 @@ def pairwise_messages(rubric: Rubric, task: JudgeTask) -> list[dict[str, str]]:
     return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
 
 
-def pairwise_user_message(rubric: Rubric, task: JudgeTask) -> str:
-    """The user turn asking an API judge which response is better, through its verdict tool."""
+def pairwise_user_message(rubric: Rubric, task: JudgeTask, answer_with: str = "by calling the submit_verdict tool") -> str:
+    """The user turn asking an API judge which response is better."""
     return pair_block(task) + (
         "Considering every criterion of the rubric, which response is better? The order in which they are "
-        "shown says nothing about their quality. Answer by calling the submit_verdict tool."
+        f"shown says nothing about their quality. Answer {answer_with}."
     )

@@ -66,6 +66,10 @@ def make_judge(cfg: JudgeConfig, rubric: Rubric):
         from judge.anthropic_backend import AnthropicJudge
 
         return AnthropicJudge(cfg, rubric)
+    if cfg.backend == "openai":
+        from judge.openai_backend import OpenAIJudge
+
+        return OpenAIJudge(cfg, rubric)
     return LocalJudge(cfg, rubric)
 
 
@@ -207,7 +211,10 @@ def _done_ids(store: Store, judge: str, rubric_hash: str, mode: str) -> set[str]
 
 def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
           show_progress: bool = False) -> JudgeStats:
-    """Score every candidate of ``prompt_ids`` (or all), ``judge.repeats`` times, pointwise."""
+    """Judge the candidates of ``prompt_ids`` (or all), ``judge.repeats`` times: each one scored
+    (pointwise, hybrid), or every two of a prompt compared in both orders (pairwise)."""
+    if cfg.mode == "pairwise":
+        return _judge_all_pairs(store, cfg, prompt_ids, run_id, show_progress)
     rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
     rows = store.query(
         """
@@ -233,14 +240,57 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
     return stats
 
 
+def _compare(store: Store, cfg: JudgeConfig, rows: list[dict], stats: JudgeStats, label: str,
+             run_id: str | None, show_progress: bool) -> None:
+    """Judge rows naming two responses a and b (a_id, a_text, b_id, b_text), a pair_order and a repeat,
+    showing a first in order ab and b first in order ba."""
+    rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
+    done = _done_ids(store, name, rubric.hash, "pairwise")
+
+    def jid(r: dict) -> str:
+        return judgment_id(r["a_id"], name, rubric.hash, "pairwise", r["b_id"], r["pair_order"], r["repeat_index"])
+
+    todo = [r for r in rows if jid(r) not in done]
+    stats.todo, stats.already_judged = len(todo), len(rows) - len(todo)
+
+    def task_of(r: dict) -> JudgeTask:
+        return task_for(r, rubric, (r["a_text"], r["b_text"]) if r["pair_order"] == "ab" else (r["b_text"], r["a_text"]))
+
+    def row_of(r: dict, verdict: Verdict) -> dict:
+        return _row(verdict, rubric, name, run_id, prompt_id=r["prompt_id"], candidate_id=r["a_id"],
+                    candidate_b_id=r["b_id"], mode="pairwise", pair_order=r["pair_order"], repeat_index=r["repeat_index"])
+
+    _judge_all(store, cfg, rubric, todo, task_of, row_of, jid, "pairwise", stats, label, show_progress, run_id)
+
+
+def _judge_all_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None, run_id: str | None,
+                     show_progress: bool) -> JudgeStats:
+    """Pairwise mode: every two candidates of a prompt, in both orders and every repeat."""
+    rows = store.query(
+        """
+        SELECT a.prompt_id, p.messages, p.metadata, a.candidate_id AS a_id, a.text AS a_text,
+               b.candidate_id AS b_id, b.text AS b_text, o.pair_order, r.range AS repeat_index
+        FROM candidates a JOIN candidates b ON b.prompt_id = a.prompt_id AND a.candidate_id < b.candidate_id
+        JOIN prompts p ON p.prompt_id = a.prompt_id
+        CROSS JOIN (VALUES ('ab'), ('ba')) o(pair_order) CROSS JOIN range($repeats) r
+        WHERE $prompt_ids IS NULL OR list_contains($prompt_ids, a.prompt_id)
+        ORDER BY a.prompt_id, a_id, b_id, repeat_index, o.pair_order
+        """,
+        {"repeats": cfg.repeats, "prompt_ids": prompt_ids},
+    )
+    stats = JudgeStats()
+    _compare(store, cfg, rows, stats, "comparing candidates in both orders", run_id, show_progress)
+    return stats
+
+
 def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
                  show_progress: bool = False) -> VerifyStats:
-    """Judge each pair of ``prompt_ids`` (or all) pairwise in both orders, ``judge.repeats`` times."""
+    """Hybrid mode: judge each pair of ``prompt_ids`` (or all) pairwise in both orders, every repeat."""
     rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
     rows = store.query(
         """
-        SELECT pr.pair_id, pr.prompt_id, pr.chosen_id, pr.rejected_id, p.messages, p.metadata,
-               ch.text AS chosen_text, rj.text AS rejected_text, o.pair_order, r.range AS repeat_index
+        SELECT pr.pair_id, pr.prompt_id, p.messages, p.metadata, pr.chosen_id AS a_id, ch.text AS a_text,
+               pr.rejected_id AS b_id, rj.text AS b_text, o.pair_order, r.range AS repeat_index
         FROM pairs pr JOIN prompts p USING (prompt_id)
         JOIN candidates ch ON ch.candidate_id = pr.chosen_id
         JOIN candidates rj ON rj.candidate_id = pr.rejected_id
@@ -251,26 +301,8 @@ def verify_pairs(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = 
         """,
         {"repeats": cfg.repeats, "prompt_ids": prompt_ids, "judge": name, "rubric_hash": rubric.hash},
     )
-    done = _done_ids(store, name, rubric.hash, "pairwise")
-
-    def jid(r: dict) -> str:
-        return judgment_id(r["chosen_id"], name, rubric.hash, "pairwise", r["rejected_id"], r["pair_order"],
-                           r["repeat_index"])
-
-    todo = [r for r in rows if jid(r) not in done]
-    stats = VerifyStats(todo=len(todo), already_judged=len(rows) - len(todo))
-
-    def task_of(r: dict) -> JudgeTask:
-        shown = (r["chosen_text"], r["rejected_text"]) if r["pair_order"] == "ab" else (r["rejected_text"], r["chosen_text"])
-        return task_for(r, rubric, shown)
-
-    def row_of(r: dict, verdict: Verdict) -> dict:
-        return _row(verdict, rubric, name, run_id, prompt_id=r["prompt_id"], candidate_id=r["chosen_id"],
-                    candidate_b_id=r["rejected_id"], mode="pairwise", pair_order=r["pair_order"],
-                    repeat_index=r["repeat_index"])
-
-    _judge_all(store, cfg, rubric, todo, task_of, row_of, jid, "pairwise", stats, "verifying pairs in both orders",
-               show_progress, run_id)
+    stats = VerifyStats()
+    _compare(store, cfg, rows, stats, "verifying pairs in both orders", run_id, show_progress)
     pair_ids = sorted({r["pair_id"] for r in rows})
     outcome = {r["verdict"]: r["n"] for r in store.query(
         "SELECT verdict, count(*) AS n FROM v_pair_verdicts WHERE judge = ? AND rubric_hash = ? "

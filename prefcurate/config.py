@@ -36,7 +36,18 @@ class LocalModelConfig(_Section):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory it may take.")
 
 
-class GeneratorConfig(LocalModelConfig):
+class ServerConfig(_Section):
+    """Settings shared by stages that call a model server (the openai generator, the API judges)."""
+
+    base_url: str | None = Field(None, description="openai backends: server URL, e.g. http://127.0.0.1:8000/v1 "
+                                 "(anthropic: ANTHROPIC_BASE_URL instead).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backends: environment variable holding the key.")
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before a request counts as failed (and is retried).")
+    max_retries: int = Field(2, ge=0, description="SDK retries of 408/409/429/5xx answers and timeouts, then a failure.")
+
+
+class GeneratorConfig(LocalModelConfig, ServerConfig):
     backend: Literal["vllm", "transformers", "openai", "none"] = Field(
         "vllm", description="vllm (in-process), transformers (CPU, small models), openai (a server), none (import only)."
     )
@@ -45,10 +56,6 @@ class GeneratorConfig(LocalModelConfig):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(128, ge=1, description="Most new tokens per candidate.")
     seed: int = Field(0, description="Base seed; each prompt gets its own seed derived from it and the prompt id.")
-    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: environment variable holding the key.")
-    concurrency: int = Field(16, ge=1, description="openai backend: requests in flight at once.")
-    timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
 
 
 class ModelPrice(_Section):
@@ -58,26 +65,25 @@ class ModelPrice(_Section):
     cache_read: float = Field(description="USD per million tokens read from the prompt cache.")
 
 
-class JudgeConfig(LocalModelConfig):
-    backend: Literal["local", "anthropic"] = Field(
-        "local", description="local: a model in this process scores by token probabilities; anthropic: Claude."
+class JudgeConfig(LocalModelConfig, ServerConfig):
+    backend: Literal["local", "anthropic", "openai"] = Field(
+        "local", description="local: a model in this process scores by token probabilities; anthropic: Claude; "
+        "openai: any OpenAI-compatible server (vLLM serve) with JSON-schema output."
     )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="local backend: what runs the judge model.")
     rubric: str = Field("rubrics/helpfulness.yaml", description="Rubric YAML file; its content hash is part of every judgment's id.")
-    mode: Literal["pointwise", "hybrid"] = Field(
-        "hybrid", description="pointwise: scores rank each group; hybrid: then each chosen/rejected pair is judged "
-        "pairwise in both orders, and only pairs preferred in every order and repeat are snapshotted."
+    mode: Literal["pointwise", "pairwise", "hybrid"] = Field(
+        "hybrid", description="pointwise: scores rank each group; pairwise: every two candidates compared in both "
+        "orders, ranked by win share (disagreeing orders are a tie); hybrid: pointwise, then each chosen/rejected "
+        "pair judged in both orders, and only pairs preferred in every order and repeat are snapshotted."
     )
     repeats: int = Field(1, ge=1, le=10, description="Times each judgment is repeated, for the consistency audit "
                          "(a local judge is deterministic: repeats only matter for sampling judges).")
     batch_size: int = Field(64, ge=1, description="Candidates judged per store write (local: per engine call).")
-    concurrency: int = Field(16, ge=1, description="anthropic: calls in flight at once.")
     requests_per_minute: int | None = Field(None, ge=1, description="anthropic: client-side request limit (None: none).")
     tokens_per_minute: int | None = Field(None, ge=1, description="anthropic: client-side token limit, estimated (None: none).")
-    parse_retries: int = Field(2, ge=0, description="anthropic: re-asks when the tool input is invalid, then parse_error.")
-    max_retries: int = Field(2, ge=0, description="anthropic: SDK retries of 408/409/429/5xx answers, then api_error.")
-    timeout_s: float = Field(60.0, gt=0, description="anthropic: seconds before a call counts as failed (then retried).")
-    max_output_tokens: int = Field(512, ge=16, description="anthropic: most tokens the judge may answer with.")
+    parse_retries: int = Field(2, ge=0, description="API judges: re-asks when the answer is invalid, then parse_error.")
+    max_output_tokens: int = Field(512, ge=16, description="API judges: most tokens the judge may answer with.")
     max_usd: float | None = Field(None, gt=0, description="anthropic: no call starts that could take this run's spend past it.")
     batch: bool = Field(False, description="anthropic: judge through the Message Batches API (half price, results within 24 h).")
     batch_poll_s: float = Field(30.0, gt=0, description="anthropic batch: first wait between polls; backs off to 5 minutes.")

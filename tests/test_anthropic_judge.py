@@ -283,3 +283,33 @@ def test_a_reference_answer_from_prompt_metadata_is_shown_to_the_judge(api, tmp_
         judge(s, claude())
     user = api.requests[0]["messages"][0]["content"]
     assert "<reference>\nParis.\n</reference>" in user and user.index("<reference>") < user.index("Lyon.")
+
+
+def test_pairwise_mode_ranks_by_share_of_comparisons_won(api, store):
+    from judge.fake_api import text_quality
+    from judge.stage import judge_name
+    from prefcurate.config import PairsConfig
+    from prefcurate.pairs import build_pairs
+
+    cfg = claude(mode="pairwise")
+    stats = judge(store, cfg)
+    assert stats.judged == 12  # 4 candidates: 6 comparisons, each in both orders
+    pairs = build_pairs(store, PairsConfig(min_margin=0.5), judge_name(cfg), load_rubric(RUBRIC).hash, mode="pairwise")
+    assert pairs.pairs_new == 1
+    pair = store.query("SELECT chosen_text, rejected_text, margin FROM v_pairs")[0]
+    ranked = sorted(CANDIDATES, key=text_quality)
+    assert (pair["chosen_text"], pair["rejected_text"], pair["margin"]) == (ranked[-1], ranked[0], 1.0)
+
+
+def test_pairwise_mode_with_a_first_position_judge_finds_only_ties(monkeypatch, store):
+    from judge.stage import judge_name
+    from prefcurate.config import PairsConfig
+    from prefcurate.pairs import build_pairs
+
+    with MessagesAPIServer(scorer=lambda body: {"winner": "A", "rationale": "first"}) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        cfg = claude(mode="pairwise")
+        judge(store, cfg)
+    stats = build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash, mode="pairwise")
+    assert (stats.pairs_new, stats.dropped_tie) == (0, 1)

@@ -75,3 +75,26 @@ def test_openai_backend_counts_failures_and_stores_nothing_for_them(vllm_server,
         stats = generate(store, cfg, ids)
         assert (stats.generated, stats.failed) == (0, 1) and "NotFoundError" in stats.first_error
         assert store.scalar("SELECT count(*) FROM candidates") == 0
+
+
+def test_openai_judge_with_json_schema_output(vllm_server, tmp_path):
+    from judge.stage import judge
+    from prefcurate.config import JudgeConfig
+    from prefcurate.generate import import_candidates
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Lyon."]}) + "\n")
+    cfg = JudgeConfig(backend="openai", model="tiny", base_url=vllm_server, mode="pointwise", max_output_tokens=96,
+                      rubric="rubrics/helpfulness.yaml")
+    with Store(tmp_path / "s.duckdb") as store:
+        import_candidates(store, str(f))
+        stats = judge(store, cfg)
+        rows = store.query("SELECT status, scores, overall, error, raw_response, input_tokens FROM judgments")
+    assert stats.judged + stats.failed == 2
+    # The schema constrains the tiny random model's output; whatever it says is stored, never made up.
+    for r in rows:
+        assert r["status"] in {"ok", "parse_error"} and r["input_tokens"] > 0 and r["raw_response"]
+        if r["status"] == "ok":
+            assert set(json.loads(r["scores"])) == {"correctness", "task_completion", "clarity"}
+        else:
+            assert r["overall"] is None and r["error"]

@@ -25,7 +25,7 @@ class OpenAIGenerator:
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env, "EMPTY"),
-                             timeout=self.cfg.timeout_s)
+                             timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
         gate = asyncio.Semaphore(self.cfg.concurrency)
         async with client:
             return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))

@@ -1,0 +1,93 @@
+"""A judge on any OpenAI-compatible server (vLLM serve, SGLang, ...), with JSON-schema output.
+
+The answer is constrained to the same schema the Claude judge's tools use (an integer per
+criterion, or a winner), through ``response_format={"type": "json_schema", ...}``. An invalid
+answer is re-asked with the problem stated, up to ``judge.parse_retries`` times, then stored as
+parse_error; a request that fails after the SDK's retries is stored as api_error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from judge.anthropic_backend import VERDICT_TOOL_SPEC, read_answer, score_tool
+from judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
+from judge.rubric import Rubric
+from judge.verdict import JudgeTask, Verdict
+from prefcurate.config import JudgeConfig
+from prefcurate.errors import ConfigError
+
+
+class OpenAIJudge:
+    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
+        if not cfg.base_url:
+            raise ConfigError("judge.base_url: the openai judge needs the server URL, e.g. http://127.0.0.1:8000/v1")
+        self.cfg, self.rubric = cfg, rubric
+        self.name = f"openai:{cfg.model}"
+        self.price = cfg.prices.get(cfg.model)
+        self.system = rubric_system_prompt(rubric)
+        self.schemas = {"pointwise": score_tool(rubric)["input_schema"], "pairwise": VERDICT_TOOL_SPEC["input_schema"]}
+
+    def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(tasks)
+        self.run(tasks, verdicts.__setitem__)
+        return verdicts
+
+    def run(self, tasks: list[JudgeTask], sink) -> None:
+        asyncio.run(self._run(tasks, sink))
+
+    async def _run(self, tasks: list[JudgeTask], sink) -> None:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env, "EMPTY"),
+                             timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
+        gate = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(i: int, task: JudgeTask) -> None:
+            async with gate:
+                sink(i, await self._one(client, task))
+
+        async with client:
+            await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
+
+    async def _one(self, client, task: JudgeTask) -> Verdict:
+        from openai import OpenAIError
+
+        kind = "pairwise" if task.pairwise else "pointwise"
+        how = "as a JSON object with the fields the schema asks for"
+        user = (pairwise_user_message if task.pairwise else pointwise_user_message)(self.rubric, task, how)
+        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        fmt = {"type": "json_schema", "json_schema": {"name": f"{kind}_verdict", "schema": self.schemas[kind], "strict": True}}
+        tokens_in = tokens_out = 0
+        start = time.perf_counter()
+        raw, problem = None, None
+        for _attempt in range(1 + self.cfg.parse_retries):
+            try:
+                resp = await client.chat.completions.create(model=self.cfg.model, messages=messages, response_format=fmt,
+                                                            max_tokens=self.cfg.max_output_tokens, temperature=0.0)
+            except OpenAIError as e:  # the SDK's own retries are spent
+                return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", tokens_in, tokens_out, start)
+            if resp.usage is not None:
+                tokens_in += resp.usage.prompt_tokens
+                tokens_out += resp.usage.completion_tokens
+            raw = resp.model_dump_json()
+            content = resp.choices[0].message.content or ""
+            try:
+                data = json.loads(content)
+            except json.JSONDecodeError as e:
+                problem = f"the answer is not JSON ({e.msg})"
+            else:
+                problem, fields = read_answer(self.rubric, task, data)
+                if problem is None:
+                    return self._verdict("ok", raw, None, tokens_in, tokens_out, start, **fields)
+            messages = messages + [{"role": "assistant", "content": content},
+                                   {"role": "user", "content": f"Invalid: {problem}. Answer again with valid JSON."}]
+        return self._verdict("parse_error", raw, problem, tokens_in, tokens_out, start)
+
+    def _verdict(self, status, raw, error, tokens_in, tokens_out, start, **fields) -> Verdict:
+        cost = (tokens_in * self.price.input + tokens_out * self.price.output) / 1e6 if self.price else None
+        return Verdict(status, raw_response=raw, error=error, input_tokens=tokens_in, output_tokens=tokens_out,
+                       cost_usd=cost, latency_s=time.perf_counter() - start, **fields)
