@@ -6,6 +6,7 @@ changed rubric never silently mixes with verdicts made under the old one.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,7 +58,7 @@ class Rubric(_Strict):
             raise ValueError(f"criteria weights sum to {total:g}; make them sum to 1")
         return self
 
-    @property
+    @cached_property  # computed once: it is part of every judgment's id
     def hash(self) -> str:
         return content_id("rubric", self.model_dump())
 
