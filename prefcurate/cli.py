@@ -187,6 +187,59 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     console.print(f"adapter: {result.adapter_dir}")
 
 
+def _print_metrics(metrics: dict) -> None:
+    """Each metric as a row: value, 95% interval, n."""
+    rows = []
+    for section, values in metrics.items():
+        if not isinstance(values, dict):
+            rows.append((section, values, "", ""))
+            continue
+        for key, value in values.items():
+            if key.endswith("_ci") or key.endswith("_n") or key in {"n", "n_opener_pairs"}:
+                continue
+            ci = values.get(f"{key}_ci")
+            n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
+            fmt = "n/a" if value is None else f"{value:.3f}"
+            rows.append((f"{section}.{key}", fmt, "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]", n))
+    print_table("Judge bias", ["metric", "value", "95% interval", "n"], rows)
+
+
+@app.command()
+@errors_to_exit
+def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False) -> None:
+    """Measure the judge's length, opener and position bias on the stored pairs and judgments."""
+    from prefcurate.audit import store_metrics
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        metrics = store_metrics(store)
+    print(json.dumps(metrics, indent=2)) if as_json else _print_metrics(metrics)
+
+
+@app.command("audit-dataset")
+@errors_to_exit
+def audit_dataset(
+    path: Annotated[str, typer.Argument(help="JSONL, Parquet or a datasets-loadable path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
+    prompt_col: Annotated[str, typer.Option(help="Column with the prompt.")] = "prompt",
+    chosen_col: Annotated[str, typer.Option(help="Column with the preferred response.")] = "chosen",
+    rejected_col: Annotated[str, typer.Option(help="Column with the other response.")] = "rejected",
+    a_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the first response's column.")] = None,
+    b_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the second response's column.")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the label's column.")] = None,
+    a_wins: Annotated[str, typer.Option(help="Label value meaning the first response is better.")] = "0",
+    b_wins: Annotated[str, typer.Option(help="Label value meaning the second response is better.")] = "1",
+    tie: Annotated[str | None, typer.Option(help="Label value meaning a tie (counted, left out).")] = None,
+    split: Annotated[str, typer.Option(help="Split of a datasets-loadable source.")] = "train",
+) -> None:
+    """Measure length and opener bias in any preference dataset, e.g. one you did not make."""
+    from prefcurate.audit import Columns, dataset_audit
+
+    metrics = dataset_audit(path, Columns(prompt_col, chosen_col, rejected_col, a_col, b_col, label_col, a_wins,
+                                          b_wins, tie), split)
+    print(json.dumps(metrics, indent=2)) if as_json else _print_metrics(metrics)
+
+
 @app.command()
 @errors_to_exit
 def sql(query: Annotated[str, typer.Argument(help="SQL; read statements only.")], db: Db = None,

@@ -1,0 +1,64 @@
+"""Per-candidate features that a biased judge might reward: length, a flattering opener, a
+stock closer, repetition, and text that tries to instruct the judge.
+
+Pure functions of the text, so the same features are computed for the store's candidates
+(`candidate_features`) and for any dataset `audit-dataset` reads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Matched case-insensitively at the very start, after whitespace and markdown emphasis.
+OPENERS = (
+    "certainly", "sure", "of course", "absolutely", "great question", "good question", "excellent question",
+    "what a great question", "i'd be happy to", "i would be happy to", "i'd be glad to", "i'm happy to",
+    "happy to help", "definitely", "no problem", "great", "thank you for your question", "thanks for asking",
+)
+CLOSERS = (
+    "i hope this helps", "hope this helps", "i hope that helps", "let me know if you have any other questions",
+    "let me know if you need anything else", "feel free to ask", "happy to help further",
+    "let me know if you'd like", "i hope this answers your question",
+)
+_LEAD = re.compile(r"^[\s*_#>`~-]*")
+_OPENER = re.compile(r"(" + "|".join(re.escape(o) for o in sorted(OPENERS, key=len, reverse=True)) + r")(?![a-z])", re.I)
+_CLOSER = re.compile(r"(" + "|".join(re.escape(c) for c in CLOSERS) + r")[\s\S]{0,80}$", re.I)
+# Text aimed at a judge rather than at the user.
+_INJECTION = re.compile(
+    r"ignore (all |any |the )?(previous |prior |above )?(instructions|rubric|criteria)"
+    r"|(give|rate|score) (this|the|my) (response|answer)[^.\n]{0,30}\b(10|ten|full marks|highest)"
+    r"|as (the|an?) (judge|evaluator|grader)\b|\bdear (judge|evaluator|grader)\b"
+    r"|</?response[^>]*>|\bsystem\s*:\s", re.I)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Features:
+    chars: int
+    words: int
+    opener: str | None  # the opener phrase matched, lower-cased
+    closer: str | None
+    repetition_ratio: float  # share of word trigrams that repeat an earlier one
+    injection_attempt: bool
+
+
+def opener_of(text: str) -> str | None:
+    m = _OPENER.match(_LEAD.sub("", text))
+    return m.group(1).lower() if m else None
+
+
+def closer_of(text: str) -> str | None:
+    m = _CLOSER.search(text.rstrip())
+    return m.group(1).lower() if m else None
+
+
+def repetition_ratio(text: str) -> float:
+    words = [w.lower() for w in _WORD.findall(text)]
+    grams = list(zip(words, words[1:], words[2:]))
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+def features(text: str) -> Features:
+    return Features(chars=len(text), words=len(_WORD.findall(text)), opener=opener_of(text), closer=closer_of(text),
+                    repetition_ratio=repetition_ratio(text), injection_attempt=bool(_INJECTION.search(text)))

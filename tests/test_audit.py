@@ -1,0 +1,122 @@
+"""Bias metrics: `prefcurate audit-dataset` on real human-labelled pairs, checked against an
+independent computation, and `prefcurate audit` on the store."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from conftest import FIXTURES, table_checksums
+
+from prefcurate.bias import Pair, logistic_coef
+from prefcurate.features import OPENERS
+
+AUTOJ = FIXTURES / "autoj_pairwise.jsonl"
+AUTOJ_FLAGS = ["--a-col", "response 1", "--b-col", "response 2", "--label-col", "label",
+               "--a-wins", "0", "--b-wins", "1", "--tie", "2"]
+
+
+def independent_opener(text: str) -> bool:
+    """Written apart from prefcurate.features: strip leading blanks and markdown marks by hand."""
+    i = 0
+    while i < len(text) and (text[i].isspace() or text[i] in "*_#>`~-"):
+        i += 1
+    rest = text[i:].lower()
+    return any(rest.startswith(o) and (len(rest) == len(o) or not rest[len(o)].isalpha()) for o in OPENERS)
+
+
+def test_audit_dataset_on_autoj_matches_an_independent_computation(cli):
+    result = cli("audit-dataset", AUTOJ, "--json", *AUTOJ_FLAGS)
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+
+    rows = [json.loads(line) for line in AUTOJ.read_text().splitlines()]
+    decided = [r for r in rows if r["label"] != 2]
+    chosen = [r["response 1"] if r["label"] == 0 else r["response 2"] for r in decided]
+    rejected = [r["response 2"] if r["label"] == 0 else r["response 1"] for r in decided]
+    assert (m["n_rows"], m["n_ties"], m["n_pairs"]) == (1392, sum(r["label"] == 2 for r in rows), len(decided))
+
+    differ = [(len(c), len(r)) for c, r in zip(chosen, rejected) if len(c) != len(r)]
+    lb = m["length_bias"]
+    assert lb["p_chosen_longer_n"] == len(differ)
+    assert lb["p_chosen_longer"] == sum(c > r for c, r in differ) / len(differ)
+    lo, hi = lb["p_chosen_longer_ci"]
+    assert lo < lb["p_chosen_longer"] < hi and hi - lo < 0.1
+    assert lb["spearman_score_length"] is None and lb["spearman_score_length_n"] == 0  # no scores in this data
+
+    ob = m["opener_bias"]
+    c_open = [independent_opener(t) for t in chosen]
+    r_open = [independent_opener(t) for t in rejected]
+    assert ob["chosen_opener_rate"] == sum(c_open) / len(decided)
+    assert ob["rejected_opener_rate"] == sum(r_open) / len(decided)
+    one_sided = [c for c, r in zip(c_open, r_open) if c != r]
+    assert ob["n_opener_pairs"] == len(one_sided) and ob["opener_win_rate"] == sum(one_sided) / len(one_sided)
+    assert m["position_bias"] == {"first_position_win_rate": None, "first_position_win_rate_ci": None, "n": 0}
+
+
+def test_length_controlled_coefficient_sees_a_planted_length_preference():
+    rng = np.random.default_rng(1)
+    # Longer wins with probability 0.8 whatever else: the slope must be clearly positive...
+    pairs = []
+    for i in range(600):
+        a, b = "x" * int(rng.integers(20, 400)), "y" * int(rng.integers(20, 400))
+        longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+        pairs.append(Pair(str(i), longer, shorter) if rng.random() < 0.8 else Pair(str(i), shorter, longer))
+    from prefcurate.bias import length_bias
+
+    biased = length_bias(pairs)
+    assert biased["lc_length_coef"] > 1 and biased["lc_length_coef_ci"][0] > 0
+    # ...and near zero when length does not matter.
+    fair = length_bias([Pair(p.group, *((p.chosen, p.rejected) if rng.random() < 0.5 else (p.rejected, p.chosen)))
+                        for p in pairs])
+    lo, hi = fair["lc_length_coef_ci"]
+    assert lo < 0 < hi and abs(fair["p_chosen_longer"] - 0.5) < 0.1
+
+
+def test_logistic_coef_recovers_a_known_slope():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(0.3 + 2.0 * x)))).astype(float)
+    assert abs(logistic_coef(np.column_stack([x, y])) - 2.0) < 0.15
+
+
+def test_audit_dataset_with_chosen_rejected_message_lists(cli, tmp_path):
+    f = tmp_path / "prefs.jsonl"
+    f.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"q{i}"}],
+        "chosen": [{"role": "assistant", "content": "Certainly! " + "long answer " * (i + 2)}],
+        "rejected": [{"role": "assistant", "content": "short"}],
+    }) + "\n" for i in range(10)))
+    m = json.loads(cli("audit-dataset", f, "--json").output)
+    assert m["n_pairs"] == 10 and m["length_bias"]["p_chosen_longer"] == 1.0
+    assert m["opener_bias"]["opener_win_rate"] == 1.0 and m["opener_bias"]["n_opener_pairs"] == 10
+
+
+def test_audit_dataset_bad_input(cli, tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n")
+    result = cli("audit-dataset", f)
+    assert result.exit_code == 2
+    assert re.search(rf"{re.escape(str(f))}:1: no column\(s\) \['prompt', 'chosen', 'rejected'\].*--prompt-col", result.stderr)
+    result = cli("audit-dataset", AUTOJ, *AUTOJ_FLAGS[:-2])  # no --tie: label 2 is unknown
+    assert result.exit_code == 2 and "label '2' is none of 0, 1" in result.stderr
+
+
+def test_audit_on_the_store(cli, pipeline_store):
+    before = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
+    result = cli("audit", "--json", "--db", pipeline_store)
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    from prefcurate.store import Store
+
+    with Store(pipeline_store) as store:
+        n_pairs = store.scalar("SELECT count(*) FROM pairs")
+        n_verdicts = store.scalar("SELECT count(*) FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie'")
+        first = store.scalar("SELECT sum(first_shown_wins) FROM v_pair_verdicts")
+        assert store.scalar("SELECT count(*) FROM candidate_features") == store.scalar("SELECT count(*) FROM candidates")
+    assert m["n_pairs"] == n_pairs
+    assert m["position_bias"]["n"] == n_verdicts and m["position_bias"]["first_position_win_rate"] == first / n_verdicts
+    assert m["length_bias"]["spearman_score_length_n"] == 6  # every prompt's group of three scored candidates
+    after = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
+    assert after == before  # the audit only adds features
