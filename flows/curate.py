@@ -1,5 +1,5 @@
 """The curation flow: prompts -> candidates -> judgments -> pairs (-> pairwise verification in
-hybrid mode), each step a thin task over a core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
+hybrid mode) -> probes of the judge, each step a thin task over a core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
 local API); `prefect server start` gives the UI.
 
     prefcurate run configs/demo.yaml
@@ -15,6 +15,7 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from judge.probes import run_probes  # noqa: E402
 from judge.rubric import load_rubric  # noqa: E402
 from judge.stage import judge, judge_name, verify_pairs  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
@@ -72,6 +73,14 @@ def verify_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str,
     return stats.as_dict()
 
 
+@task(name="probe", cache_policy=NO_CACHE)
+def probe_task(db: str, cfg: Config, run_id: str, show_progress: bool) -> dict:
+    with open_store(db) as store:
+        stats = run_probes(store, cfg, run_id, show_progress)
+    get_run_logger().info("probes: %s", stats.as_dict())
+    return stats.as_dict()
+
+
 @flow(name="prefcurate-curate")
 def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
     """Run every stage that has work to do; return the run id and each stage's counts."""
@@ -89,6 +98,8 @@ def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
         stats["pairs"] = pairs_task(db, cfg, prompt_ids, run_id)
         if cfg.judge.mode == "hybrid":
             stats["verify"] = verify_task(db, cfg, prompt_ids, run_id, show_progress)
+        if cfg.probes.sample and cfg.probes.kinds:
+            stats["probes"] = probe_task(db, cfg, run_id, show_progress)
     except BaseException as e:
         with open_store(db) as store:
             store.finish_run(run_id, stats, error=f"{type(e).__name__}: {e}")

@@ -74,13 +74,16 @@ def make_judge(cfg: JudgeConfig, rubric: Rubric):
 
 
 def _row(verdict: Verdict, rubric: Rubric, judge: str, run_id: str | None, **identity) -> dict:
-    """A judgments row. ``identity``: prompt_id, candidate_id, candidate_b_id, mode, pair_order, repeat_index."""
+    """A judgments row. ``identity``: prompt_id, candidate_id, candidate_b_id, mode, pair_order, repeat_index,
+    and probe (the perturbation judged, if any)."""
     ok = verdict.status == "ok"
+    identity = {"probe": None} | identity
     pairwise = identity["mode"] == "pairwise"
     return identity | {
         "judgment_id": judgment_id(identity["candidate_id"], judge, rubric.hash, identity["mode"],
-                                   identity["candidate_b_id"], identity["pair_order"], identity["repeat_index"]),
-        "judge": judge, "rubric_name": rubric.name, "rubric_hash": rubric.hash, "probe": None,
+                                   identity["candidate_b_id"], identity["pair_order"], identity["repeat_index"],
+                                   identity["probe"]),
+        "judge": judge, "rubric_name": rubric.name, "rubric_hash": rubric.hash,
         "scores": verdict.scores if ok and not pairwise else None,
         "overall": rubric.overall(verdict.scores) if ok and not pairwise else None,
         "winner": WINNER_BY_POSITION[identity["pair_order"]][verdict.winner] if ok and pairwise else None,
@@ -203,9 +206,9 @@ def task_for(row: dict, rubric: Rubric, responses: tuple[str, ...]) -> JudgeTask
 
 
 def _done_ids(store: Store, judge: str, rubric_hash: str, mode: str) -> set[str]:
-    """Judgment ids already stored for this judge, rubric and mode that need no new call."""
+    """Judgment ids already stored for this judge, rubric and mode (probes included) that need no new call."""
     return {r["judgment_id"] for r in store.query(
-        "SELECT judgment_id FROM judgments WHERE judge = ? AND rubric_hash = ? AND mode = ? AND probe IS NULL "
+        "SELECT judgment_id FROM judgments WHERE judge = ? AND rubric_hash = ? AND mode = ? "
         "AND status <> 'api_error'", [judge, rubric_hash, mode])}
 
 
@@ -241,14 +244,14 @@ def judge(store: Store, cfg: JudgeConfig, prompt_ids: list[str] | None = None, r
 
 
 def _compare(store: Store, cfg: JudgeConfig, rows: list[dict], stats: JudgeStats, label: str,
-             run_id: str | None, show_progress: bool) -> None:
+             run_id: str | None, show_progress: bool, probe: str | None = None) -> None:
     """Judge rows naming two responses a and b (a_id, a_text, b_id, b_text), a pair_order and a repeat,
     showing a first in order ab and b first in order ba."""
     rubric, name = load_rubric(cfg.rubric), judge_name(cfg)
     done = _done_ids(store, name, rubric.hash, "pairwise")
 
     def jid(r: dict) -> str:
-        return judgment_id(r["a_id"], name, rubric.hash, "pairwise", r["b_id"], r["pair_order"], r["repeat_index"])
+        return judgment_id(r["a_id"], name, rubric.hash, "pairwise", r["b_id"], r["pair_order"], r["repeat_index"], probe)
 
     todo = [r for r in rows if jid(r) not in done]
     stats.todo, stats.already_judged = len(todo), len(rows) - len(todo)
@@ -258,7 +261,8 @@ def _compare(store: Store, cfg: JudgeConfig, rows: list[dict], stats: JudgeStats
 
     def row_of(r: dict, verdict: Verdict) -> dict:
         return _row(verdict, rubric, name, run_id, prompt_id=r["prompt_id"], candidate_id=r["a_id"],
-                    candidate_b_id=r["b_id"], mode="pairwise", pair_order=r["pair_order"], repeat_index=r["repeat_index"])
+                    candidate_b_id=r["b_id"], mode="pairwise", pair_order=r["pair_order"], repeat_index=r["repeat_index"],
+                    probe=probe)
 
     _judge_all(store, cfg, rubric, todo, task_of, row_of, jid, "pairwise", stats, label, show_progress, run_id)
 

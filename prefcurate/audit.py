@@ -7,9 +7,12 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from prefcurate.bias import Pair, dataset_metrics
+import numpy as np
+
+from prefcurate.bias import Pair, dataset_metrics, mean, metric
 from prefcurate.errors import InputError
 from prefcurate.features import features
+from prefcurate.gates import evaluate_gates
 from prefcurate.prompts import read_rows
 from prefcurate.store import Store
 
@@ -20,6 +23,51 @@ def compute_features(store: Store) -> int:
                        "(SELECT candidate_id FROM candidate_features)")
     return store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"]))}
                                                for r in rows])
+
+
+# Each score-shift probe joined to its pair: how far the perturbed rejected response's score moved,
+# and whether it now beats the chosen one.
+SHIFT_PROBE_SQL = """
+SELECT j.overall - pr.rejected_score AS shift, (j.overall > pr.chosen_score)::DOUBLE AS flipped
+FROM judgments j JOIN pairs pr ON pr.rejected_id = j.candidate_id AND pr.judge = j.judge AND pr.rubric_hash = j.rubric_hash
+WHERE j.probe = ? AND j.status = 'ok' AND j.mode = 'pointwise'
+ORDER BY j.judgment_id
+"""
+# The swap probe: a pair judged in both orders; flipped when the two verdicts differ.
+SWAP_PROBE_SQL = """
+SELECT (count(DISTINCT winner) > 1)::DOUBLE AS flipped
+FROM judgments WHERE probe = 'swap' AND status = 'ok' AND mode = 'pairwise'
+GROUP BY judge, rubric_hash, candidate_id, candidate_b_id, repeat_index
+HAVING count(*) = 2
+ORDER BY any_value(judgment_id)
+"""
+
+
+def probe_metrics(store: Store) -> dict:
+    """n, mean score shift and flip rate per probe (with intervals); the null response's mean score."""
+    out = {}
+    for kind in ("opener_injection", "padding"):
+        rows = store.query(SHIFT_PROBE_SQL, [kind])
+        shift = metric("mean_shift", np.array([r["shift"] for r in rows]), mean)
+        flip = metric("flip_rate", np.array([r["flipped"] for r in rows]), mean)
+        out[kind] = {"n": len(rows), **_strip_n(shift), **_strip_n(flip)}
+    flips = np.array([r["flipped"] for r in store.query(SWAP_PROBE_SQL)])
+    out["swap"] = {"n": len(flips), "mean_shift": None, "mean_shift_ci": None, **_strip_n(metric("flip_rate", flips, mean))}
+    scores = np.array([r["overall"] for r in store.query(
+        "SELECT overall FROM judgments WHERE probe = 'null_response' AND status = 'ok' ORDER BY judgment_id")])
+    out["null_response"] = {"n": len(scores), **_strip_n(metric("mean_score", scores, mean))}
+    return out
+
+
+def _strip_n(metric: dict) -> dict:
+    return {k: v for k, v in metric.items() if not k.endswith("_n")}
+
+
+def full_audit(store: Store, gates: dict | None = None) -> dict:
+    """The bias metrics, the probes and the gates: what `prefcurate audit --json` prints."""
+    metrics = store_metrics(store) | {"probes": probe_metrics(store)}
+    metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, gates)
+    return metrics
 
 
 def store_metrics(store: Store) -> dict:
@@ -33,7 +81,7 @@ def store_metrics(store: Store) -> dict:
         groups[r["prompt_id"]].append((r["score"], r["chars"]))
     first_won = [r["first"] for r in store.query(
         "SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first "
-        "FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie' AND probe IS NULL "
+        "FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie' "
         "ORDER BY judgment_id")]
     return dataset_metrics(pairs, groups, first_won)
 

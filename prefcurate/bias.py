@@ -40,7 +40,7 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot
     return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
 
 
-def _metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int = BOOTSTRAP) -> dict:
+def metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int = BOOTSTRAP) -> dict:
     if len(values) == 0:
         return {name: None, f"{name}_ci": None, f"{name}_n": 0}
     value = stat(values)
@@ -48,7 +48,7 @@ def _metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], 
             f"{name}_n": int(len(values))}
 
 
-def _mean(v: np.ndarray) -> float:
+def mean(v: np.ndarray) -> float:
     return float(np.mean(v)) if len(v) else math.nan
 
 
@@ -65,7 +65,7 @@ def logistic_coef(xy: np.ndarray, iterations: int = 25) -> float:
     X = np.column_stack([np.ones_like(x), x])
     beta = np.zeros(2)
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-X @ beta))
+        p = 1 / (1 + np.exp(-np.clip(X @ beta, -30, 30)))  # separable resamples push beta far out
         w = p * (1 - p) + 1e-9
         step = np.linalg.solve(X.T @ (X * w[:, None]) + 1e-9 * np.eye(2), X.T @ (y - p))
         beta += step
@@ -78,7 +78,7 @@ def length_bias(pairs: Sequence[Pair], scored_groups: dict[str, list[tuple[float
     """p_chosen_longer, spearman_score_length (needs per-candidate scores), lc_length_coef."""
     lengths = np.array([(len(p.chosen), len(p.rejected)) for p in pairs], dtype=float).reshape(-1, 2)
     differ = lengths[lengths[:, 0] != lengths[:, 1]]
-    out = _metric("p_chosen_longer", (differ[:, 0] > differ[:, 1]).astype(float), _mean)
+    out = metric("p_chosen_longer", (differ[:, 0] > differ[:, 1]).astype(float), mean)
 
     # AlpacaEval-style length control: the verdict (is side A the chosen?) regressed on tanh of the
     # standardised length difference A - B; the sides are assigned by a fixed coin per pair.
@@ -86,7 +86,7 @@ def length_bias(pairs: Sequence[Pair], scored_groups: dict[str, list[tuple[float
     diff = np.where(a_is_chosen == 1, lengths[:, 0] - lengths[:, 1], lengths[:, 1] - lengths[:, 0]) if len(pairs) else np.array([])
     sd = float(np.std(diff)) if len(diff) else 0.0
     xy = np.column_stack([np.tanh(diff / sd), a_is_chosen]) if sd > 0 else np.empty((0, 2))
-    out |= _metric("lc_length_coef", xy, logistic_coef, n_boot=200)
+    out |= metric("lc_length_coef", xy, logistic_coef, n_boot=200)
 
     # Within each prompt's group, the rank correlation of score and length; averaged over groups.
     rhos = []
@@ -94,7 +94,7 @@ def length_bias(pairs: Sequence[Pair], scored_groups: dict[str, list[tuple[float
         scores, lens = np.array([m[0] for m in members], float), np.array([m[1] for m in members], float)
         if len(members) >= 3 and np.ptp(scores) > 0 and np.ptp(lens) > 0:
             rhos.append(float(np.corrcoef(_ranks(scores), _ranks(lens))[0, 1]))
-    out |= _metric("spearman_score_length", np.array(rhos), _mean)
+    out |= metric("spearman_score_length", np.array(rhos), mean)
     return out
 
 
@@ -112,16 +112,16 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 def opener_bias(pairs: Sequence[Pair]) -> dict:
     flags = np.array([(opener_of(p.chosen) is not None, opener_of(p.rejected) is not None) for p in pairs],
                      dtype=float).reshape(-1, 2)
-    out = _metric("chosen_opener_rate", flags[:, 0], _mean) | _metric("rejected_opener_rate", flags[:, 1], _mean)
+    out = metric("chosen_opener_rate", flags[:, 0], mean) | metric("rejected_opener_rate", flags[:, 1], mean)
     one_sided = flags[flags[:, 0] != flags[:, 1]]
-    win = _metric("opener_win_rate", one_sided[:, 0], _mean)
+    win = metric("opener_win_rate", one_sided[:, 0], mean)
     return out | {"opener_win_rate": win["opener_win_rate"], "opener_win_rate_ci": win["opener_win_rate_ci"],
                   "n_opener_pairs": win["opener_win_rate_n"]}
 
 
 def position_bias(first_won: Sequence[bool]) -> dict:
     """Share of pairwise verdicts (ties left out) won by the response shown first."""
-    m = _metric("first_position_win_rate", np.array(first_won, dtype=float), _mean)
+    m = metric("first_position_win_rate", np.array(first_won, dtype=float), mean)
     return {"first_position_win_rate": m["first_position_win_rate"],
             "first_position_win_rate_ci": m["first_position_win_rate_ci"], "n": m["first_position_win_rate_n"]}
 

@@ -199,21 +199,60 @@ def _print_metrics(metrics: dict) -> None:
                 continue
             ci = values.get(f"{key}_ci")
             n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
-            fmt = "n/a" if value is None else f"{value:.3f}"
-            rows.append((f"{section}.{key}", fmt, "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]", n))
+            rows.append((f"{section}.{key}", _fmt(value) or "n/a", "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]", n))
     print_table("Judge bias", ["metric", "value", "95% interval", "n"], rows)
 
 
 @app.command()
 @errors_to_exit
-def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False) -> None:
-    """Measure the judge's length, opener and position bias on the stored pairs and judgments."""
-    from prefcurate.audit import store_metrics
+def probe(config: Annotated[str, typer.Argument(help="Run config YAML (its judge and probes sections).")], db: Db = None,
+          quiet: Quiet = False) -> None:
+    """Re-judge perturbed candidates (opener, padding, swapped order, a content-free answer)."""
+    from judge.probes import run_probes
+    from prefcurate.config import load_config
+    from prefcurate.generate.vllm_backend import shutdown_engines
     from prefcurate.store import open_store
 
+    cfg = load_config(config)
+    try:
+        with open_store(db) as store:
+            run_id = store.start_run("probe", cfg.model_dump(mode="json"))
+            stats = run_probes(store, cfg, run_id, show_progress=not quiet)
+            store.finish_run(run_id, {"probes": stats.as_dict()})
+    finally:
+        shutdown_engines()
+    console.print(f"probes: {stats.pairs} pairs sampled, {stats.judged} judgments, {stats.failed} failed")
+
+
+@app.command()
+@errors_to_exit
+def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
+          config: Annotated[str | None, typer.Option(help="Run config whose audit.gates override the defaults.")] = None) -> None:
+    """Measure the judge's length, opener and position bias and its probes; apply the gates."""
+    from prefcurate.audit import full_audit
+    from prefcurate.config import load_config
+    from prefcurate.store import open_store
+
+    gates = load_config(config).audit.gates if config else None
     with open_store(db) as store:
-        metrics = store_metrics(store)
-    print(json.dumps(metrics, indent=2)) if as_json else _print_metrics(metrics)
+        metrics = full_audit(store, gates)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    _print_metrics({k: v for k, v in metrics.items() if k not in {"gates", "probes", "passed", "n_inconclusive"}})
+    print_table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score"],
+                [(k, v["n"], _fmt(v.get("mean_shift")), _fmt(v.get("flip_rate")), _fmt(v.get("mean_score")))
+                 for k, v in metrics["probes"].items()])
+    print_table("Gates", ["gate", "value", "95% interval", "threshold", "status"],
+                [(k, _fmt(g["value"]), "" if g["ci"] is None else f"[{g['ci'][0]:.3f}, {g['ci'][1]:.3f}]",
+                  " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
+                  g["status"] + (f" (n needed ~{g['n_needed']})" if g.get("n_needed") else ""))
+                 for k, g in metrics["gates"].items()])
+    console.print(f"passed: {metrics['passed']} ({metrics['n_inconclusive']} inconclusive)")
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 @app.command("audit-dataset")

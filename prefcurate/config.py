@@ -95,6 +95,24 @@ class PairsConfig(_Section):
     min_margin: float = Field(0.5, ge=0, description="Drop pairs whose score difference is below this (ties always dropped).")
 
 
+class ProbesConfig(_Section):
+    sample: int = Field(50, ge=0, description="Pairs (and their prompts) probed per run; 0: no probes.")
+    kinds: list[Literal["opener_injection", "padding", "swap", "null_response"]] = Field(
+        default_factory=lambda: ["opener_injection", "padding", "swap", "null_response"],
+        description="Perturbations re-judged: an opener prepended, content-free padding, the pair in both "
+        "orders, a content-free answer.")
+
+
+class GateThreshold(_Section):
+    min: float | None = Field(None, description="The metric must not lie below this.")
+    max: float | None = Field(None, description="The metric must not lie above this.")
+
+
+class AuditConfig(_Section):
+    gates: dict[str, GateThreshold] = Field(default_factory=dict, description="Overrides of the default gate "
+                                            "thresholds, by gate name (see the README).")
+
+
 class SnapshotConfig(_Section):
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts (by prompt-id hash) held out as the test split.")
 
@@ -105,6 +123,8 @@ class Config(_Section):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="How candidates are sampled.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="How candidates are scored.")
     pairs: PairsConfig = Field(default_factory=PairsConfig, description="How chosen/rejected pairs are built.")
+    probes: ProbesConfig = Field(default_factory=ProbesConfig, description="Which counterfactual probes check the judge.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Gates the audit applies.")
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="How snapshots are split.")
 
 

@@ -1,4 +1,6 @@
-"""`make demo`: the whole pipeline offline on the tiny local model, as a user would run it.
+"""`make demo`: the whole pipeline offline on the tiny local model, as a user would run it:
+build the model, run the flow (generate, judge, pair, verify, probe), audit the judge, snapshot,
+train.
 
 Each step is the `prefcurate` command a user would type; at the end it prints where the store,
 the snapshot and the adapter are, and the rows per stage.
@@ -36,6 +38,7 @@ def main() -> None:
     if not (Path(MODEL) / "config.json").is_file():
         _cli("tiny-model", MODEL)
     _cli("run", CONFIG)
+    _cli("audit", "--config", CONFIG)
     snapshot_id = _cli("snapshot", "create", "--name", "demo", "--config", CONFIG, capture=True).strip().splitlines()[-1]
     _cli("train", "dpo", "--snapshot", snapshot_id, "--config", "train/configs/dpo.yaml")
 

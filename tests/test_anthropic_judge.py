@@ -171,7 +171,7 @@ def test_run_with_claude_judging_imported_candidates(api, cli, tmp_path, prefect
     assert result.exit_code == 0, result.output
     with Store(db) as s:
         counts = dict(s.con.execute("SELECT mode, count(*) FROM judgments WHERE judge = 'anthropic:claude-sonnet-4-6' "
-                                    "AND status = 'ok' GROUP BY mode").fetchall())
+                                    "AND status = 'ok' AND probe IS NULL GROUP BY mode").fetchall())
         n_pairs = s.scalar("SELECT count(*) FROM pairs")
         assert n_pairs >= 1 and counts == {"pointwise": 20, "pairwise": 2 * n_pairs}  # hybrid is the default
         run = s.query("SELECT stats FROM runs WHERE command = 'run'")[0]

@@ -113,10 +113,13 @@ def test_audit_on_the_store(cli, pipeline_store):
     with Store(pipeline_store) as store:
         n_pairs = store.scalar("SELECT count(*) FROM pairs")
         n_verdicts = store.scalar("SELECT count(*) FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie'")
-        first = store.scalar("SELECT sum(first_shown_wins) FROM v_pair_verdicts")
+        first = store.scalar("SELECT count(*) FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND "
+                             "((pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b'))")
         assert store.scalar("SELECT count(*) FROM candidate_features") == store.scalar("SELECT count(*) FROM candidates")
     assert m["n_pairs"] == n_pairs
     assert m["position_bias"]["n"] == n_verdicts and m["position_bias"]["first_position_win_rate"] == first / n_verdicts
     assert m["length_bias"]["spearman_score_length_n"] == 6  # every prompt's group of three scored candidates
+    assert m["probes"]["swap"]["n"] == n_pairs and set(m["gates"]) >= {"p_chosen_longer", "first_position_win_rate"}
+    assert isinstance(m["passed"], bool)
     after = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
     assert after == before  # the audit only adds features

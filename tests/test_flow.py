@@ -14,8 +14,12 @@ def test_flow_run_fills_every_stage(pipeline_store):
     with Store(pipeline_store) as store:
         counts = store.counts()
         assert counts["prompts"] == 6 and counts["candidates"] == 18 and counts["pairs"] >= 3
-        # Hybrid mode: every candidate scored, then every pair judged in both orders.
-        assert counts["judgments"] == 18 + 2 * counts["pairs"] and counts["judgment failures"] == 0
+        # Hybrid mode: every candidate scored, then every pair judged in both orders; then the probes.
+        assert store.scalar("SELECT count(*) FROM judgments WHERE probe IS NULL") == 18 + 2 * counts["pairs"]
+        assert counts["judgment failures"] == 0
+        probes = dict(store.con.execute("SELECT probe, count(*) FROM judgments WHERE probe IS NOT NULL GROUP BY probe").fetchall())
+        assert probes["swap"] == 2 * counts["pairs"] and probes["padding"] == counts["pairs"]
+        assert probes["null_response"] == store.scalar("SELECT count(DISTINCT prompt_id) FROM pairs")
         verdicts = store.query("SELECT verdict, n_verdicts FROM v_pair_verdicts")
         assert len(verdicts) == counts["pairs"] and all(v["n_verdicts"] == 2 for v in verdicts)
         run = store.query("SELECT * FROM runs")[0]

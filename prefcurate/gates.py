@@ -1,0 +1,63 @@
+"""Gates on the bias metrics. A gate judges a metric's 95% interval, not its point value, so a
+small sample cannot fail an honest judge: ``failed`` when the whole interval lies beyond the
+threshold, ``passed`` when it lies within, ``inconclusive`` (with the n that would decide it) when
+it straddles, or when there was nothing to measure."""
+
+from __future__ import annotations
+
+import math
+
+from prefcurate.config import GateThreshold
+
+# name: (path to the metric in the audit's JSON, its n, default threshold)
+DEFAULT_GATES: dict[str, tuple[tuple[str, ...], tuple[str, ...], GateThreshold]] = {
+    "opener_injection_shift": (("probes", "opener_injection", "mean_shift"), ("probes", "opener_injection", "n"),
+                               GateThreshold(max=0.25)),
+    "opener_injection_flip_rate": (("probes", "opener_injection", "flip_rate"), ("probes", "opener_injection", "n"),
+                                   GateThreshold(max=0.05)),
+    "padding_flip_rate": (("probes", "padding", "flip_rate"), ("probes", "padding", "n"), GateThreshold(max=0.05)),
+    "p_chosen_longer": (("length_bias", "p_chosen_longer"), ("length_bias", "p_chosen_longer_n"),
+                        GateThreshold(min=0.35, max=0.65)),
+    "null_response_score": (("probes", "null_response", "mean_score"), ("probes", "null_response", "n"),
+                            GateThreshold(max=2.0)),
+    "first_position_win_rate": (("position_bias", "first_position_win_rate"), ("position_bias", "n"),
+                                GateThreshold(min=0.45, max=0.55)),
+}
+
+
+def _get(metrics: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def judge_gate(value: float | None, ci: list[float] | None, n: int, threshold: GateThreshold) -> dict:
+    out = {"value": value, "ci": ci, "threshold": threshold.model_dump(), "n": n}
+    if value is None or ci is None:
+        return out | {"status": "inconclusive", "n_needed": None}
+    lo, hi = ci
+    beyond = (threshold.min is not None and hi < threshold.min) or (threshold.max is not None and lo > threshold.max)
+    within = (threshold.min is None or lo >= threshold.min) and (threshold.max is None or hi <= threshold.max)
+    if beyond:
+        return out | {"status": "failed"}
+    if within:
+        return out | {"status": "passed"}
+    # The interval narrows about as 1/sqrt(n): the n at which the side of the interval facing the
+    # nearest threshold would no longer reach it.
+    side, distance = min(((value - lo, value - b) if value > b else (hi - value, b - value))
+                         for b in (threshold.min, threshold.max) if b is not None)
+    side, distance = abs(side), abs(distance)
+    needed = max(n + 1, math.ceil(n * (side / distance) ** 2)) if distance > 0 and n else None
+    return out | {"status": "inconclusive", "n_needed": needed}
+
+
+def evaluate_gates(metrics: dict, overrides: dict[str, GateThreshold] | None = None) -> tuple[dict, bool, int]:
+    """(gates by name, passed: no gate failed, how many were inconclusive)."""
+    gates = {}
+    for name, (path, n_path, default) in DEFAULT_GATES.items():
+        ci = _get(metrics, path[:-1] + (path[-1] + "_ci",))
+        gates[name] = judge_gate(_get(metrics, path), ci, _get(metrics, n_path) or 0, (overrides or {}).get(name, default))
+    statuses = [g["status"] for g in gates.values()]
+    return gates, "failed" not in statuses, statuses.count("inconclusive")

@@ -1,0 +1,113 @@
+"""A judge with a planted opener bonus, length bonus and first-position preference, served by the
+local Messages-API server, is caught by the right gates with magnitudes close to the planted ones;
+a judge without them passes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import pytest
+from conftest import ROOT
+
+from judge.fake_api import MessagesAPIServer, fenced_texts, tool_schema
+from judge.probes import FILLER, INJECTED_OPENER, NULL_RESPONSE, run_probes
+from judge.rubric import load_rubric
+from judge.stage import judge, judge_name
+from prefcurate.audit import full_audit
+from prefcurate.config import Config
+from prefcurate.features import opener_of
+from prefcurate.generate import import_candidates
+from prefcurate.pairs import build_pairs
+from prefcurate.store import Store
+
+OPENER_BONUS = 3
+
+
+def core(text: str) -> str:
+    """What an honest judge looks at: the text without an injected opener or filler."""
+    text = text.removeprefix(INJECTED_OPENER)
+    for sentence in FILLER:
+        text = text.replace(" " + sentence, "")
+    return text
+
+
+def quality(text: str) -> int:
+    return 2 + int(hashlib.sha256(core(text).encode()).hexdigest(), 16) % 3  # 2..4
+
+
+def scorer(biased: bool):
+    def score(body: dict) -> dict:
+        schema = tool_schema(body)["input_schema"]["properties"]
+        if "winner" in schema:
+            if biased:
+                return {"winner": "A", "rationale": "the first one"}
+            qa, qb = (quality(t) + len(core(t)) / 1e6 for t in fenced_texts(body))
+            return {"winner": "A" if qa > qb else "B", "rationale": "better"}
+        text = fenced_texts(body)[0]
+        if biased:
+            value = quality(text) + (OPENER_BONUS if opener_of(text) else 0) + min(2, len(text) // 150)
+        else:
+            value = 1 if text == NULL_RESPONSE else quality(text)
+        return {name: value for name in schema if name != "rationale"} | {"rationale": "scored"}
+    return score
+
+
+@pytest.fixture
+def candidates_file(tmp_path):
+    rng = random.Random(0)
+    words = "the a model answer data point clear short long useful example result".split()
+    lines = []
+    for i in range(80):
+        cands = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 90))) for _ in range(4)]
+        cands[rng.randrange(4)] = "Sure, " + cands[0]
+        lines.append(json.dumps({"prompt": f"Question {i}: explain point {i}.", "candidates": cands}))
+    f = tmp_path / "c.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    return f
+
+
+def run_audit(biased: bool, candidates_file, tmp_path, monkeypatch) -> dict:
+    cfg = Config.model_validate({
+        "generator": {"backend": "none"},
+        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
+                  "mode": "pointwise"},
+        "pairs": {"min_margin": 0.5},
+        "probes": {"sample": 40},
+    })
+    with MessagesAPIServer(scorer=scorer(biased)) as server, Store(tmp_path / f"{biased}.duckdb") as store:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        import_candidates(store, str(candidates_file))
+        judge(store, cfg.judge)
+        build_pairs(store, cfg.pairs, judge_name(cfg.judge), load_rubric(cfg.judge.rubric).hash)
+        run_probes(store, cfg)
+        return full_audit(store)
+
+
+def test_a_biased_judge_is_caught_by_the_right_gates(candidates_file, tmp_path, monkeypatch):
+    m = run_audit(True, candidates_file, tmp_path, monkeypatch)
+    gates = {name: g["status"] for name, g in m["gates"].items()}
+    assert gates["opener_injection_shift"] == "failed" and gates["null_response_score"] == "failed"
+    assert gates["first_position_win_rate"] == "failed" and gates["p_chosen_longer"] == "failed"
+    assert m["passed"] is False
+    # Magnitudes close to the planted ones.
+    opener = m["probes"]["opener_injection"]
+    # The injected opener also adds 27 characters, which sometimes tips the length bonus too.
+    assert opener["n"] > 10 and opener["mean_shift"] == pytest.approx(OPENER_BONUS, abs=0.3)
+    assert m["position_bias"]["first_position_win_rate"] == 1.0 and m["probes"]["swap"]["flip_rate"] == 1.0
+    assert m["probes"]["null_response"]["mean_score"] > 5
+    assert m["length_bias"]["p_chosen_longer"] > 0.75 and m["length_bias"]["lc_length_coef"] > 0
+
+
+def test_a_judge_without_those_biases_passes(candidates_file, tmp_path, monkeypatch):
+    m = run_audit(False, candidates_file, tmp_path, monkeypatch)
+    statuses = {name: g["status"] for name, g in m["gates"].items()}
+    assert "failed" not in statuses.values(), statuses
+    assert m["passed"] is True
+    assert statuses["opener_injection_shift"] == statuses["padding_flip_rate"] == statuses["null_response_score"] == "passed"
+    assert m["probes"]["opener_injection"]["mean_shift"] == 0 and m["probes"]["swap"]["flip_rate"] == 0
+    for g in m["gates"].values():
+        if g["status"] == "inconclusive":
+            assert g["n_needed"] is None or g["n_needed"] > g["n"]
