@@ -58,9 +58,10 @@ def judge_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, 
 
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) -> dict:
-    rubric_hash = load_rubric(cfg.judge.rubric).hash
+    rubric = load_rubric(cfg.judge.rubric)
     with open_store(db) as store:
-        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric_hash, prompt_ids, run_id, cfg.judge.mode)
+        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric.hash, prompt_ids, run_id, cfg.judge.mode,
+                            rubric.opener_penalty)
     get_run_logger().info("pairs: %s", stats.as_dict())
     return stats.as_dict()
 

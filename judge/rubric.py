@@ -45,6 +45,9 @@ class Rubric(_Strict):
     scale: Scale = Field(default_factory=Scale, description="The score range.")
     instructions: str = Field(description="The judge's instructions, shown before the criteria.")
     criteria: list[Criterion] = Field(min_length=1, description="What is scored; overall is their weighted mean.")
+    opener_penalty: float = Field(0.0, ge=0, description="Subtracted from the overall score of a candidate that "
+                                  "opens with an opener (\"Certainly!\") when pairs are built; not part of the hash, "
+                                  "since it changes no judgment.")
     reference_key: str | None = Field("reference", description="Prompt metadata key whose value, if present, is "
                                       "shown to the judge as a reference answer (None: never).")
 
@@ -60,7 +63,7 @@ class Rubric(_Strict):
 
     @cached_property  # computed once: it is part of every judgment's id
     def hash(self) -> str:
-        return content_id("rubric", self.model_dump())
+        return content_id("rubric", self.model_dump(exclude={"opener_penalty"}))
 
     def overall(self, scores: dict[str, float]) -> float:
         return sum(c.weight * scores[c.name] for c in self.criteria)

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from prefcurate.bias import Pair, dataset_metrics, mean, metric
 from prefcurate.errors import InputError
-from prefcurate.features import features
+from prefcurate.features import compute_features
 from prefcurate.gates import evaluate_gates
 from prefcurate.prompts import read_rows
 from prefcurate.store import Store
-
-
-def compute_features(store: Store) -> int:
-    """Store the features of every candidate that has none yet; return how many were added."""
-    rows = store.query("SELECT candidate_id, text FROM candidates WHERE candidate_id NOT IN "
-                       "(SELECT candidate_id FROM candidate_features)")
-    return store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"]))}
-                                               for r in rows])
-
 
 # Each score-shift probe joined to its pair: how far the perturbed rejected response's score moved,
 # and whether it now beats the chosen one.

@@ -8,7 +8,11 @@ Pure functions of the text, so the same features are computed for the store's ca
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefcurate.store import Store
 
 # Matched case-insensitively at the very start, after whitespace and markdown emphasis.
 OPENERS = (
@@ -62,3 +66,11 @@ def repetition_ratio(text: str) -> float:
 def features(text: str) -> Features:
     return Features(chars=len(text), words=len(_WORD.findall(text)), opener=opener_of(text), closer=closer_of(text),
                     repetition_ratio=repetition_ratio(text), injection_attempt=bool(_INJECTION.search(text)))
+
+
+def compute_features(store: Store) -> int:
+    """Store the features of every candidate that has none yet; return how many were added."""
+    rows = store.query("SELECT candidate_id, text FROM candidates WHERE candidate_id NOT IN "
+                       "(SELECT candidate_id FROM candidate_features)")
+    return store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"]))}
+                                               for r in rows])

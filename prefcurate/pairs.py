@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefcurate.config import PairsConfig
+from prefcurate.features import compute_features
 from prefcurate.ids import content_id
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
@@ -44,21 +45,12 @@ WITH comparisons AS (
 SELECT prompt_id, candidate_id, avg(result) AS score FROM results GROUP BY prompt_id, candidate_id
 """
 
-# The best and worst scored candidate per prompt (ties broken by id, so the choice is deterministic).
-BEST_WORST = """
-WITH scored AS ({scores}), ranked AS (
-    SELECT *,
-           row_number() OVER (PARTITION BY prompt_id ORDER BY score DESC, candidate_id) AS best_rank,
-           row_number() OVER (PARTITION BY prompt_id ORDER BY score ASC, candidate_id DESC) AS worst_rank,
-           count(*) OVER (PARTITION BY prompt_id) AS n_scored
-    FROM scored
-)
-SELECT b.prompt_id, b.n_scored,
-       b.candidate_id AS chosen_id, b.score AS chosen_score,
-       w.candidate_id AS rejected_id, w.score AS rejected_score
-FROM ranked b JOIN ranked w ON w.prompt_id = b.prompt_id AND w.worst_rank = 1
-WHERE b.best_rank = 1
-ORDER BY b.prompt_id
+# Every scored candidate with its length and opener.
+SCORED = """
+WITH scored AS ({scores})
+SELECT s.prompt_id, s.candidate_id, s.score, length(c.text) AS chars, f.opener
+FROM scored s JOIN candidates c USING (candidate_id) LEFT JOIN candidate_features f USING (candidate_id)
+ORDER BY s.prompt_id, s.candidate_id
 """
 
 TIE_EPSILON = 1e-9  # scores closer than this are equal (float noise from averaging)
@@ -72,32 +64,71 @@ class PairStats(StageStats):
     dropped_tie: int = 0
     dropped_low_margin: int = 0
     too_few_candidates: int = 0
+    opener_penalized: int = 0  # candidates whose score the rubric's opener_penalty lowered
+    p_chosen_longer: float | None = None  # of this run's pairs (length_balance moves it toward 0.5)
+    p_chosen_longer_before_balance: float | None = None  # what best-worst alone would have given
 
 
 def build_pairs(store: Store, cfg: PairsConfig, judge: str, rubric_hash: str, prompt_ids: list[str] | None = None,
-                run_id: str | None = None, mode: str = "pointwise") -> PairStats:
+                run_id: str | None = None, mode: str = "pointwise", opener_penalty: float = 0.0) -> PairStats:
     """Pairs from the scores of ``mode`` (pointwise and hybrid: pointwise scores; pairwise: win shares,
     so ``pairs.min_margin`` is then a difference of win shares, between 0 and 1)."""
+    compute_features(store)
     scores = PAIRWISE_SCORES if mode == "pairwise" else POINTWISE_SCORES
-    groups = store.query(BEST_WORST.format(scores=scores),
-                         {"judge": judge, "rubric_hash": rubric_hash, "prompt_ids": prompt_ids})
+    groups: dict[str, list[dict]] = {}
+    for r in store.query(SCORED.format(scores=scores), {"judge": judge, "rubric_hash": rubric_hash, "prompt_ids": prompt_ids}):
+        groups.setdefault(r["prompt_id"], []).append(r)
     stats = PairStats(prompts=len(groups))
-    rows = []
-    for g in groups:
-        margin = g["chosen_score"] - g["rejected_score"]
-        if g["n_scored"] < 2:
+    penalise = opener_penalty and mode != "pairwise"
+    for members in groups.values():
+        for m in members:
+            if penalise and m["opener"]:
+                m["score"] -= opener_penalty
+                stats.opener_penalized += 1
+    strategy = cfg.strategy + ("+length_balance" if cfg.length_balance else "")
+    rows, longer, plain_longer = [], [], []
+    for prompt_id, members in groups.items():
+        chosen = min(members, key=lambda m: (-m["score"], m["candidate_id"]))
+        worst = min(members, key=lambda m: (m["score"], _desc(m["candidate_id"])))
+        margin = chosen["score"] - worst["score"]
+        if len(members) < 2:
             stats.too_few_candidates += 1
-        elif margin <= TIE_EPSILON:
+            continue
+        if margin <= TIE_EPSILON:
             stats.dropped_tie += 1
-        elif margin < cfg.min_margin:
+            continue
+        if margin < cfg.min_margin:
             stats.dropped_low_margin += 1
-        else:
-            rows.append({
-                "pair_id": content_id("pair", g["prompt_id"], g["chosen_id"], g["rejected_id"], cfg.strategy),
-                "prompt_id": g["prompt_id"], "chosen_id": g["chosen_id"], "rejected_id": g["rejected_id"],
-                "strategy": cfg.strategy, "chosen_score": g["chosen_score"], "rejected_score": g["rejected_score"],
-                "margin": margin, "judge": judge, "rubric_hash": rubric_hash, "run_id": run_id,
-            })
+            continue
+        rejected = worst
+        if worst["chars"] != chosen["chars"]:
+            plain_longer.append(chosen["chars"] > worst["chars"])
+        if cfg.length_balance:
+            rejected = _balanced_rejected(chosen, members, cfg.min_margin, longer) or worst
+        if rejected["chars"] != chosen["chars"]:
+            longer.append(chosen["chars"] > rejected["chars"])
+        rows.append({
+            "pair_id": content_id("pair", prompt_id, chosen["candidate_id"], rejected["candidate_id"], strategy),
+            "prompt_id": prompt_id, "chosen_id": chosen["candidate_id"], "rejected_id": rejected["candidate_id"],
+            "strategy": strategy, "chosen_score": chosen["score"], "rejected_score": rejected["score"],
+            "margin": chosen["score"] - rejected["score"], "judge": judge, "rubric_hash": rubric_hash, "run_id": run_id,
+        })
     stats.pairs = len(rows)
+    stats.p_chosen_longer = sum(longer) / len(longer) if longer else None
+    stats.p_chosen_longer_before_balance = sum(plain_longer) / len(plain_longer) if plain_longer else None
     stats.pairs_new = store.insert("pairs", rows)
     return stats
+
+
+def _desc(text: str) -> tuple[int, ...]:
+    return tuple(-ord(ch) for ch in text)
+
+
+def _balanced_rejected(chosen: dict, members: list[dict], min_margin: float, longer: list[bool]) -> dict | None:
+    """The rejected candidate that moves the running share of chosen-longer pairs toward 0.5: a longer
+    one when chosen responses have been longer more often than not, else a shorter one; among those
+    at least ``min_margin`` below the chosen, the lowest scored. None when no candidate fits."""
+    want_longer_rejected = sum(longer) > len(longer) / 2
+    fits = [m for m in members if m is not chosen and chosen["score"] - m["score"] >= max(min_margin, TIE_EPSILON)
+            and (m["chars"] > chosen["chars"] if want_longer_rejected else m["chars"] < chosen["chars"])]
+    return min(fits, key=lambda m: (m["score"], m["candidate_id"])) if fits else None

@@ -114,6 +114,8 @@ def test_rubric_hash_changes_with_content(tmp_path):
     edited = tmp_path / "h.yaml"
     edited.write_text(text.replace("weight: 0.2", "weight: 0.20"))  # same meaning, same hash
     assert load_rubric(edited).hash == load_rubric(RUBRIC).hash
+    edited.write_text(text + "opener_penalty: 2.0\n")  # applied when pairs are built; changes no judgment
+    assert load_rubric(edited).hash == load_rubric(RUBRIC).hash and load_rubric(edited).opener_penalty == 2.0
     edited.write_text(text.replace("Is it clear", "Is it very clear"))
     assert load_rubric(edited).hash != load_rubric(RUBRIC).hash
 

@@ -34,3 +34,25 @@ def test_min_margin_zero_keeps_close_pairs_but_never_ties(db):
         seed_scored(store, {"tie": [("a", 5.0), ("b", 5.0)], "close": [("a", 5.2), ("b", 5.0)]})
         stats = build_pairs(store, PairsConfig(min_margin=0.0), JUDGE, RUBRIC_HASH)
         assert (stats.pairs_new, stats.dropped_tie) == (1, 1)
+
+
+def test_length_balance_moves_p_chosen_longer_toward_half_without_losing_the_margin(db):
+    with Store(db) as store:
+        # Best is always the longest and worst the shortest; a short-ish mid candidate is also far enough below.
+        seed_scored(store, {f"q{i}": [("long best answer " * 6, 9.0), ("mid", 6.0), ("a middling answer " * 8, 5.0),
+                                      ("x", 2.0)] for i in range(10)})
+        plain = build_pairs(store, PairsConfig(min_margin=3.0), JUDGE, RUBRIC_HASH)
+        assert plain.p_chosen_longer == 1.0
+        balanced = build_pairs(store, PairsConfig(min_margin=3.0, length_balance=True), JUDGE, RUBRIC_HASH)
+        assert balanced.p_chosen_longer_before_balance == 1.0 and balanced.p_chosen_longer == 0.5
+        rows = store.query("SELECT margin, rejected_text FROM v_pairs WHERE strategy = 'best_worst+length_balance'")
+        assert len(rows) == 10 and min(r["margin"] for r in rows) >= 3.0
+
+
+def test_opener_penalty_lowers_scores_of_candidates_that_open_with_an_opener(db):
+    with Store(db) as store:
+        seed_scored(store, {"q": [("Certainly! Here is a fine answer.", 8.0), ("A fine answer.", 6.0), ("No.", 2.0)]})
+        stats = build_pairs(store, PairsConfig(min_margin=0.5), JUDGE, RUBRIC_HASH, opener_penalty=3.0)
+        assert stats.opener_penalized == 1
+        row = store.query("SELECT chosen_text, chosen_score FROM v_pairs")[0]
+        assert (row["chosen_text"], row["chosen_score"]) == ("A fine answer.", 6.0)
