@@ -61,7 +61,7 @@ def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) 
     rubric = load_rubric(cfg.judge.rubric)
     with open_store(db) as store:
         stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric.hash, prompt_ids, run_id, cfg.judge.mode,
-                            rubric.opener_penalty)
+                            rubric.opener_penalty, cfg.audit.phrases())
     get_run_logger().info("pairs: %s", stats.as_dict())
     return stats.as_dict()
 

@@ -64,7 +64,7 @@ def run_probes(store: Store, cfg: Config, run_id: str | None = None, show_progre
     scoring = jc.mode != "pairwise"  # score-shift probes need a pointwise judge
     items = []
     for pr in pairs:
-        if scoring and "opener_injection" in kinds and opener_of(pr["rejected_text"]) is None:
+        if scoring and "opener_injection" in kinds and opener_of(pr["rejected_text"], cfg.audit.phrases()) is None:
             items.append(pr | {"probe": "opener_injection", "cand": pr["rejected_id"], "text": INJECTED_OPENER + pr["rejected_text"]})
         if scoring and "padding" in kinds:
             items.append(pr | {"probe": "padding", "cand": pr["rejected_id"], "text": pad(pr["rejected_text"])})

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from prefcurate.bias import Pair, dataset_metrics, mean, metric
+from prefcurate.config import AuditConfig
 from prefcurate.errors import InputError
-from prefcurate.features import compute_features
+from prefcurate.features import DEFAULT_PHRASES, Phrases, compute_features
 from prefcurate.gates import evaluate_gates
 from prefcurate.prompts import read_rows
 from prefcurate.store import Store
@@ -54,16 +55,17 @@ def _strip_n(metric: dict) -> dict:
     return {k: v for k, v in metric.items() if not k.endswith("_n")}
 
 
-def full_audit(store: Store, gates: dict | None = None) -> dict:
+def full_audit(store: Store, cfg: AuditConfig | None = None) -> dict:
     """The bias metrics, the probes and the gates: what `prefcurate audit --json` prints."""
-    metrics = store_metrics(store) | {"probes": probe_metrics(store)}
-    metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, gates)
+    cfg = cfg or AuditConfig()
+    metrics = store_metrics(store, cfg.phrases()) | {"probes": probe_metrics(store)}
+    metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, cfg.gates)
     return metrics
 
 
-def store_metrics(store: Store) -> dict:
+def store_metrics(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> dict:
     """Length, opener and position bias of the stored pairs and judgments."""
-    compute_features(store)
+    compute_features(store, phrases)
     pairs = [Pair(r["prompt_id"], r["chosen_text"], r["rejected_text"])
              for r in store.query("SELECT prompt_id, chosen_text, rejected_text FROM v_pairs ORDER BY pair_id")]
     groups: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -74,7 +76,7 @@ def store_metrics(store: Store) -> dict:
         "SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first "
         "FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie' "
         "ORDER BY judgment_id")]
-    return dataset_metrics(pairs, groups, first_won)
+    return dataset_metrics(pairs, groups, first_won, phrases)
 
 
 @dataclass
@@ -144,6 +146,6 @@ def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[
     return pairs, len(rows), ties
 
 
-def dataset_audit(path: str, cols: Columns, split: str = "train") -> dict:
+def dataset_audit(path: str, cols: Columns, split: str = "train", phrases: Phrases = DEFAULT_PHRASES) -> dict:
     pairs, n_rows, ties = read_dataset_pairs(path, cols, split)
-    return {"source": path, "n_rows": n_rows, "n_ties": ties, **dataset_metrics(pairs)}
+    return {"source": path, "n_rows": n_rows, "n_ties": ties, **dataset_metrics(pairs, phrases=phrases)}

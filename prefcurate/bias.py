@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prefcurate.features import opener_of
+from prefcurate.features import DEFAULT_PHRASES, Phrases, opener_of
 
 BOOTSTRAP = 1000
 SEED = 0
@@ -109,8 +109,8 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def opener_bias(pairs: Sequence[Pair]) -> dict:
-    flags = np.array([(opener_of(p.chosen) is not None, opener_of(p.rejected) is not None) for p in pairs],
+def opener_bias(pairs: Sequence[Pair], phrases: Phrases = DEFAULT_PHRASES) -> dict:
+    flags = np.array([(opener_of(p.chosen, phrases) is not None, opener_of(p.rejected, phrases) is not None) for p in pairs],
                      dtype=float).reshape(-1, 2)
     out = metric("chosen_opener_rate", flags[:, 0], mean) | metric("rejected_opener_rate", flags[:, 1], mean)
     one_sided = flags[flags[:, 0] != flags[:, 1]]
@@ -127,6 +127,6 @@ def position_bias(first_won: Sequence[bool]) -> dict:
 
 
 def dataset_metrics(pairs: Sequence[Pair], scored_groups: dict[str, list[tuple[float, int]]] | None = None,
-                    first_won: Sequence[bool] = ()) -> dict:
+                    first_won: Sequence[bool] = (), phrases: Phrases = DEFAULT_PHRASES) -> dict:
     return {"n_pairs": len(pairs), "length_bias": length_bias(pairs, scored_groups),
-            "opener_bias": opener_bias(pairs), "position_bias": position_bias(first_won)}
+            "opener_bias": opener_bias(pairs, phrases), "position_bias": position_bias(first_won)}

@@ -233,9 +233,9 @@ def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="P
     from prefcurate.config import load_config
     from prefcurate.store import open_store
 
-    gates = load_config(config).audit.gates if config else None
+    audit_cfg = load_config(config).audit if config else None
     with open_store(db) as store:
-        metrics = full_audit(store, gates)
+        metrics = full_audit(store, audit_cfg)
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
@@ -270,12 +270,15 @@ def audit_dataset(
     b_wins: Annotated[str, typer.Option(help="Label value meaning the second response is better.")] = "1",
     tie: Annotated[str | None, typer.Option(help="Label value meaning a tie (counted, left out).")] = None,
     split: Annotated[str, typer.Option(help="Split of a datasets-loadable source.")] = "train",
+    config: Annotated[str | None, typer.Option(help="Run config whose audit.openers and audit.closers to use.")] = None,
 ) -> None:
     """Measure length and opener bias in any preference dataset, e.g. one you did not make."""
     from prefcurate.audit import Columns, dataset_audit
+    from prefcurate.config import AuditConfig, load_config
 
+    phrases = (load_config(config).audit if config else AuditConfig()).phrases()
     metrics = dataset_audit(path, Columns(prompt_col, chosen_col, rejected_col, a_col, b_col, label_col, a_wins,
-                                          b_wins, tie), split)
+                                          b_wins, tie), split, phrases)
     print(json.dumps(metrics, indent=2)) if as_json else _print_metrics(metrics)
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefcurate.errors import ConfigError
+from prefcurate.features import CLOSERS, OPENERS, Phrases
 
 
 class _Section(BaseModel):
@@ -113,6 +114,13 @@ class GateThreshold(_Section):
 class AuditConfig(_Section):
     gates: dict[str, GateThreshold] = Field(default_factory=dict, description="Overrides of the default gate "
                                             "thresholds, by gate name (see the README).")
+    openers: list[str] = Field(default_factory=lambda: list(OPENERS), description="Phrases that count as a "
+                               "flattering opener, matched case-insensitively at the start after markdown emphasis.")
+    closers: list[str] = Field(default_factory=lambda: list(CLOSERS), description="Phrases that count as a stock "
+                               "closer near the end (\"I hope this helps\").")
+
+    def phrases(self) -> Phrases:
+        return Phrases(self.openers, self.closers)
 
 
 class SnapshotConfig(_Section):

@@ -7,6 +7,7 @@ Pure functions of the text, so the same features are computed for the store's ca
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -26,8 +27,6 @@ CLOSERS = (
     "let me know if you'd like", "i hope this answers your question",
 )
 _LEAD = re.compile(r"^[\s*_#>`~-]*")
-_OPENER = re.compile(r"(" + "|".join(re.escape(o) for o in sorted(OPENERS, key=len, reverse=True)) + r")(?![a-z])", re.I)
-_CLOSER = re.compile(r"(" + "|".join(re.escape(c) for c in CLOSERS) + r")[\s\S]{0,80}$", re.I)
 # Text aimed at a judge rather than at the user.
 _INJECTION = re.compile(
     r"ignore (all |any |the )?(previous |prior |above )?(instructions|rubric|criteria)"
@@ -35,6 +34,20 @@ _INJECTION = re.compile(
     r"|as (the|an?) (judge|evaluator|grader)\b|\bdear (judge|evaluator|grader)\b"
     r"|</?response[^>]*>|\bsystem\s*:\s", re.I)
 _WORD = re.compile(r"\w+")
+
+
+class Phrases:
+    """The opener and closer lists, compiled; `audit.openers` and `audit.closers` in a config replace them."""
+
+    def __init__(self, openers: tuple[str, ...] | list[str] = OPENERS, closers: tuple[str, ...] | list[str] = CLOSERS):
+        self.openers, self.closers = tuple(o.lower() for o in openers), tuple(c.lower() for c in closers)
+        longest_first = sorted(self.openers, key=len, reverse=True)
+        self.opener = re.compile(r"(" + "|".join(map(re.escape, longest_first)) + r")(?![a-z])", re.I) if openers else None
+        self.closer = re.compile(r"(" + "|".join(map(re.escape, self.closers)) + r")[\s\S]{0,80}$", re.I) if closers else None
+        self.key = hashlib.sha256(repr((self.openers, self.closers)).encode()).hexdigest()[:16]
+
+
+DEFAULT_PHRASES = Phrases()
 
 
 @dataclass(frozen=True)
@@ -47,13 +60,13 @@ class Features:
     injection_attempt: bool
 
 
-def opener_of(text: str) -> str | None:
-    m = _OPENER.match(_LEAD.sub("", text))
+def opener_of(text: str, phrases: Phrases = DEFAULT_PHRASES) -> str | None:
+    m = phrases.opener.match(_LEAD.sub("", text)) if phrases.opener else None
     return m.group(1).lower() if m else None
 
 
-def closer_of(text: str) -> str | None:
-    m = _CLOSER.search(text.rstrip())
+def closer_of(text: str, phrases: Phrases = DEFAULT_PHRASES) -> str | None:
+    m = phrases.closer.search(text.rstrip()) if phrases.closer else None
     return m.group(1).lower() if m else None
 
 
@@ -63,14 +76,18 @@ def repetition_ratio(text: str) -> float:
     return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
 
 
-def features(text: str) -> Features:
-    return Features(chars=len(text), words=len(_WORD.findall(text)), opener=opener_of(text), closer=closer_of(text),
-                    repetition_ratio=repetition_ratio(text), injection_attempt=bool(_INJECTION.search(text)))
+def features(text: str, phrases: Phrases = DEFAULT_PHRASES) -> Features:
+    return Features(chars=len(text), words=len(_WORD.findall(text)), opener=opener_of(text, phrases),
+                    closer=closer_of(text, phrases), repetition_ratio=repetition_ratio(text),
+                    injection_attempt=bool(_INJECTION.search(text)))
 
 
-def compute_features(store: Store) -> int:
-    """Store the features of every candidate that has none yet; return how many were added."""
+def compute_features(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> int:
+    """Store the features of every candidate that has none yet, or that has features computed with
+    other opener/closer lists; return how many were (re)computed."""
     rows = store.query("SELECT candidate_id, text FROM candidates WHERE candidate_id NOT IN "
-                       "(SELECT candidate_id FROM candidate_features)")
-    return store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"]))}
-                                               for r in rows])
+                       "(SELECT candidate_id FROM candidate_features WHERE phrases_key = ?)", [phrases.key])
+    store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"], phrases)),
+                                         "phrases_key": phrases.key} for r in rows],
+                 replace_if=f"candidate_features.phrases_key IS DISTINCT FROM '{phrases.key}'", key="candidate_id")
+    return len(rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefcurate.config import PairsConfig
-from prefcurate.features import compute_features
+from prefcurate.features import DEFAULT_PHRASES, Phrases, compute_features
 from prefcurate.ids import content_id
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
@@ -70,10 +70,11 @@ class PairStats(StageStats):
 
 
 def build_pairs(store: Store, cfg: PairsConfig, judge: str, rubric_hash: str, prompt_ids: list[str] | None = None,
-                run_id: str | None = None, mode: str = "pointwise", opener_penalty: float = 0.0) -> PairStats:
+                run_id: str | None = None, mode: str = "pointwise", opener_penalty: float = 0.0,
+                phrases: Phrases = DEFAULT_PHRASES) -> PairStats:
     """Pairs from the scores of ``mode`` (pointwise and hybrid: pointwise scores; pairwise: win shares,
     so ``pairs.min_margin`` is then a difference of win shares, between 0 and 1)."""
-    compute_features(store)
+    compute_features(store, phrases)
     scores = PAIRWISE_SCORES if mode == "pairwise" else POINTWISE_SCORES
     groups: dict[str, list[dict]] = {}
     for r in store.query(SCORED.format(scores=scores), {"judge": judge, "rubric_hash": rubric_hash, "prompt_ids": prompt_ids}):

@@ -123,3 +123,32 @@ def test_audit_on_the_store(cli, pipeline_store):
     assert isinstance(m["passed"], bool)
     after = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
     assert after == before  # the audit only adds features
+
+
+def test_the_opener_list_is_configurable(cli, tmp_path):
+    import yaml
+
+    f = tmp_path / "prefs.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"Howdy! answer {i}", "rejected": f"Certainly! {i}"})
+                         + "\n" for i in range(6)))
+    default = json.loads(cli("audit-dataset", f, "--json").output)["opener_bias"]
+    assert (default["chosen_opener_rate"], default["rejected_opener_rate"]) == (0.0, 1.0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"audit": {"openers": ["howdy"]}}))
+    custom = json.loads(cli("audit-dataset", f, "--json", "--config", cfg).output)["opener_bias"]
+    assert (custom["chosen_opener_rate"], custom["rejected_opener_rate"]) == (1.0, 0.0)
+
+
+def test_stored_features_follow_the_opener_list(db, tmp_path):
+    from prefcurate.features import Phrases, compute_features
+    from prefcurate.generate import import_candidates
+    from prefcurate.store import Store
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "candidates": ["Howdy! a", "Sure, b"]}) + "\n")
+    with Store(db) as store:
+        import_candidates(store, str(f))
+        assert compute_features(store) == 2 and compute_features(store) == 0
+        assert store.query("SELECT opener FROM v_candidate_features ORDER BY text") == [{"opener": None}, {"opener": "sure"}]
+        assert compute_features(store, Phrases(["howdy"], [])) == 2  # another list: recomputed
+        assert store.query("SELECT opener FROM v_candidate_features ORDER BY text") == [{"opener": "howdy"}, {"opener": None}]
