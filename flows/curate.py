@@ -37,49 +37,42 @@ def prompts_task(db: str, cfg: Config, run_id: str) -> tuple[list[str] | None, d
     return stats.prompt_ids, stats.as_dict()
 
 
+def _stage(db: str, name: str, fn, *args) -> dict:
+    """Open the store, run one core stage function on it, log and return its counts."""
+    with open_store(db) as store:
+        stats = fn(store, *args).as_dict()
+    get_run_logger().info("%s: %s", name, stats)
+    return stats
+
+
 @task(name="generate", cache_policy=NO_CACHE)
 def generate_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
     if cfg.generator.backend == "none":
         get_run_logger().info("generator.backend is none: judging the candidates already stored")
         return {}
-    with open_store(db) as store:
-        stats = generate(store, cfg.generator, prompt_ids, run_id, show_progress)
-    get_run_logger().info("generate: %s", stats.as_dict())
-    return stats.as_dict()
+    return _stage(db, "generate", generate, cfg.generator, prompt_ids, run_id, show_progress)
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
-    with open_store(db) as store:
-        stats = judge(store, cfg.judge, prompt_ids, run_id, show_progress)
-    get_run_logger().info("judge: %s", stats.as_dict())
-    return stats.as_dict()
+    return _stage(db, "judge", judge, cfg.judge, prompt_ids, run_id, show_progress)
 
 
 @task(name="pairs", cache_policy=NO_CACHE)
 def pairs_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str) -> dict:
     rubric = load_rubric(cfg.judge.rubric)
-    with open_store(db) as store:
-        stats = build_pairs(store, cfg.pairs, judge_name(cfg.judge), rubric.hash, prompt_ids, run_id, cfg.judge.mode,
-                            rubric.opener_penalty, cfg.audit.phrases())
-    get_run_logger().info("pairs: %s", stats.as_dict())
-    return stats.as_dict()
+    return _stage(db, "pairs", build_pairs, cfg.pairs, judge_name(cfg.judge), rubric.hash, prompt_ids, run_id,
+                  cfg.judge.mode, rubric.opener_penalty, cfg.audit.phrases())
 
 
 @task(name="verify", cache_policy=NO_CACHE)
 def verify_task(db: str, cfg: Config, prompt_ids: list[str] | None, run_id: str, show_progress: bool) -> dict:
-    with open_store(db) as store:
-        stats = verify_pairs(store, cfg.judge, prompt_ids, run_id, show_progress)
-    get_run_logger().info("verify: %s", stats.as_dict())
-    return stats.as_dict()
+    return _stage(db, "verify", verify_pairs, cfg.judge, prompt_ids, run_id, show_progress)
 
 
 @task(name="probe", cache_policy=NO_CACHE)
 def probe_task(db: str, cfg: Config, run_id: str, show_progress: bool) -> dict:
-    with open_store(db) as store:
-        stats = run_probes(store, cfg, run_id, show_progress)
-    get_run_logger().info("probes: %s", stats.as_dict())
-    return stats.as_dict()
+    return _stage(db, "probes", run_probes, cfg, run_id, show_progress)
 
 
 @flow(name="prefcurate-curate")
