@@ -171,12 +171,6 @@ class AnthropicJudge:
         return per_call * (1 + self.cfg.parse_retries)
 
     # -- calls ---------------------------------------------------------------------------------
-    def judge(self, tasks: list[JudgeTask]) -> list[Verdict | None]:
-        """A verdict per task; None for tasks not started because the budget would not allow it."""
-        verdicts: list[Verdict | None] = [None] * len(tasks)
-        self.run(tasks, verdicts.__setitem__)
-        return verdicts
-
     def run(self, tasks: list[JudgeTask], sink) -> None:
         """Judge every task with up to ``judge.concurrency`` calls in flight, calling ``sink(i, verdict)``
         as each one completes (verdict None: not started, the budget would not allow it)."""

@@ -31,12 +31,8 @@ class OpenAIJudge:
         self.system = rubric_system_prompt(rubric)
         self.schemas = {"pointwise": score_tool(rubric)["input_schema"], "pairwise": VERDICT_TOOL_SPEC["input_schema"]}
 
-    def judge(self, tasks: list[JudgeTask]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None] * len(tasks)
-        self.run(tasks, verdicts.__setitem__)
-        return verdicts
-
     def run(self, tasks: list[JudgeTask], sink) -> None:
+        """Judge every task with up to ``judge.concurrency`` requests in flight, calling ``sink(i, verdict)``."""
         asyncio.run(self._run(tasks, sink))
 
     async def _run(self, tasks: list[JudgeTask], sink) -> None:

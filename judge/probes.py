@@ -17,7 +17,6 @@ from judge.rubric import load_rubric
 from judge.stage import JudgeStats, _compare, _judge_all, _row, judge_name, judgment_id, task_for
 from prefcurate.config import Config
 from prefcurate.features import opener_of
-from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
 INJECTED_OPENER = "Certainly! Great question! "
@@ -47,11 +46,8 @@ def pad(text: str) -> str:
 
 
 @dataclass
-class ProbeStats(StageStats):
-    pairs: int = 0
-    judged: int = 0
-    failed: int = 0
-    cost_usd: float = 0.0
+class ProbeStats(JudgeStats):
+    pairs: int = 0  # pairs sampled
 
 
 def run_probes(store: Store, cfg: Config, run_id: str | None = None, show_progress: bool = False) -> ProbeStats:
@@ -79,15 +75,14 @@ def run_probes(store: Store, cfg: Config, run_id: str | None = None, show_progre
         "SELECT judgment_id FROM judgments WHERE judge = ? AND rubric_hash = ? AND probe IS NOT NULL "
         "AND status <> 'api_error'", [name, rubric.hash])}
     todo = [i for i in items if jid(i) not in done]
-    counts = JudgeStats()
+    stats.todo, stats.already_judged = len(todo), len(items) - len(todo)
     _judge_all(store, jc, rubric, todo, lambda i: task_for(i, rubric, (i["text"],)),
                lambda i, v: _row(v, rubric, name, run_id, prompt_id=i["prompt_id"], candidate_id=i["cand"],
                                  candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=0, probe=i["probe"]),
-               jid, "pointwise", counts, "probing the judge", show_progress, run_id)
+               jid, "pointwise", stats, "probing the judge", show_progress, run_id)
     if "swap" in kinds:
         rows = [pr | {"a_id": pr["chosen_id"], "a_text": pr["chosen_text"], "b_id": pr["rejected_id"],
                       "b_text": pr["rejected_text"], "pair_order": order, "repeat_index": 0}
                 for pr in pairs for order in ("ab", "ba")]
-        _compare(store, jc, rows, counts, "probing order", run_id, show_progress, probe="swap")
-    stats.judged, stats.failed, stats.cost_usd = counts.judged, counts.failed, counts.cost_usd
+        _compare(store, jc, rows, stats, "probing order", run_id, show_progress, probe="swap")
     return stats

@@ -254,7 +254,8 @@ def _compare(store: Store, cfg: JudgeConfig, rows: list[dict], stats: JudgeStats
         return judgment_id(r["a_id"], name, rubric.hash, "pairwise", r["b_id"], r["pair_order"], r["repeat_index"], probe)
 
     todo = [r for r in rows if jid(r) not in done]
-    stats.todo, stats.already_judged = len(todo), len(rows) - len(todo)
+    stats.todo += len(todo)
+    stats.already_judged += len(rows) - len(todo)
 
     def task_of(r: dict) -> JudgeTask:
         return task_for(r, rubric, (r["a_text"], r["b_text"]) if r["pair_order"] == "ab" else (r["b_text"], r["a_text"]))
