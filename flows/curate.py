@@ -1,5 +1,6 @@
 """The curation flow: prompts -> candidates -> judgments -> pairs (-> pairwise verification in
-hybrid mode) -> probes of the judge, each step a thin task over a core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
+hybrid mode) -> probes of the judge -> the consistency audit (published as a Prefect markdown
+artifact), each step a thin task over a core function. Runs without any Prefect server (`prefcurate run CONFIG` starts a temporary
 local API); `prefect server start` gives the UI.
 
     prefcurate run configs/demo.yaml
@@ -13,15 +14,18 @@ import os
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from judge.probes import run_probes  # noqa: E402
 from judge.rubric import load_rubric  # noqa: E402
 from judge.stage import judge, judge_name, verify_pairs  # noqa: E402
+from prefcurate.audit import full_audit  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
 from prefcurate.prompts import import_prompts  # noqa: E402
+from prefcurate.report import markdown, verdict_line  # noqa: E402
 from prefcurate.store import new_run_id, open_store  # noqa: E402
 
 
@@ -75,6 +79,17 @@ def probe_task(db: str, cfg: Config, run_id: str, show_progress: bool) -> dict:
     return _stage(db, "probes", run_probes, cfg, run_id, show_progress)
 
 
+@task(name="audit", cache_policy=NO_CACHE)
+def audit_task(db: str, cfg: Config, run_id: str) -> dict:
+    with open_store(db) as store:
+        metrics = full_audit(store, cfg.audit, run_id)
+    get_run_logger().info("%s", verdict_line(metrics))
+    create_markdown_artifact(markdown=markdown(metrics), key="prefcurate-audit",
+                             description=f"prefcurate audit {metrics['audit_id']}")
+    return {"audit_id": metrics["audit_id"], "passed": metrics["passed"], "pairs_fit": metrics["n_fit"],
+            "pairs_flagged": metrics["n_pairs"] - metrics["n_fit"]}
+
+
 @flow(name="prefcurate-curate")
 def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
     """Run every stage that has work to do; return the run id and each stage's counts."""
@@ -94,6 +109,7 @@ def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
             stats["verify"] = verify_task(db, cfg, prompt_ids, run_id, show_progress)
         if cfg.probes.sample and cfg.probes.kinds:
             stats["probes"] = probe_task(db, cfg, run_id, show_progress)
+        stats["audit"] = audit_task(db, cfg, run_id)
     except BaseException as e:
         with open_store(db) as store:
             store.finish_run(run_id, stats, error=f"{type(e).__name__}: {e}")

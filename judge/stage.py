@@ -20,7 +20,7 @@ from judge.local import LocalJudge
 from judge.rubric import Rubric, load_rubric
 from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig
-from prefcurate.ids import content_id
+from prefcurate.ids import judgment_id
 from prefcurate.progress import track
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
@@ -52,13 +52,6 @@ class VerifyStats(JudgeStats):
 
 def judge_name(cfg: JudgeConfig) -> str:
     return f"{cfg.backend}:{cfg.model}"
-
-
-def judgment_id(candidate_id: str, judge: str, rubric_hash: str, mode: str = "pointwise",
-                candidate_b_id: str | None = None, pair_order: str | None = None, repeat_index: int = 0,
-                probe: str | None = None) -> str:
-    return content_id("judgment", candidate_id, candidate_b_id, judge, rubric_hash, mode, pair_order,
-                      repeat_index, probe)
 
 
 def make_judge(cfg: JudgeConfig, rubric: Rubric):

@@ -1,5 +1,5 @@
-"""The audit's bias metrics, over the store (`prefcurate audit`) or over any preference dataset
-(`prefcurate audit-dataset`)."""
+"""The audit: bias and consistency metrics, flags and gates over the store (`prefcurate audit`),
+and the bias metrics over any preference dataset (`prefcurate audit-dataset`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import numpy as np
 
 from prefcurate.bias import Pair, dataset_metrics, mean, metric
 from prefcurate.config import AuditConfig
+from prefcurate.consistency import consistency_metrics, noise_estimate
 from prefcurate.errors import InputError
 from prefcurate.features import DEFAULT_PHRASES, Phrases, compute_features
+from prefcurate.flags import by_stage, compute_flags, fit_pairs_count, save_flags
 from prefcurate.gates import evaluate_gates
+from prefcurate.ids import content_id
 from prefcurate.prompts import read_rows
-from prefcurate.store import Store
+from prefcurate.store import Store, utc_now
 
 # Each score-shift probe joined to its pair: how far the perturbed rejected response's score moved,
 # and whether it now beats the chosen one.
@@ -55,12 +58,71 @@ def _strip_n(metric: dict) -> dict:
     return {k: v for k, v in metric.items() if not k.endswith("_n")}
 
 
-def full_audit(store: Store, cfg: AuditConfig | None = None) -> dict:
-    """The bias metrics, the probes and the gates: what `prefcurate audit --json` prints."""
+# Judgments by mode and status, for the failure rates.
+STATUS_SQL = """
+SELECT mode, count(*) AS n, count(*) FILTER (WHERE status = 'parse_error') AS parse_errors,
+       count(*) FILTER (WHERE status = 'api_error') AS api_errors
+FROM judgments WHERE probe IS NULL GROUP BY mode ORDER BY mode
+"""
+MARGIN_BINS = 20
+
+
+def failure_rates(store: Store) -> dict:
+    """Per judging mode: judgments, and the shares that were parse errors and API errors."""
+    return {r["mode"]: {"n": r["n"], "parse_error_rate": r["parse_errors"] / r["n"], "api_error_rate": r["api_errors"] / r["n"]}
+            for r in store.query(STATUS_SQL)}
+
+
+def margin_distribution(store: Store) -> dict:
+    """Quantiles of the pairs' margins and a histogram (for the report's plot)."""
+    margins = np.array([m for (m,) in store.con.execute("SELECT margin FROM pairs").fetchall()], dtype=float)
+    if not len(margins):
+        return {"n": 0, "quantiles": None, "histogram": None}
+    q = dict(zip(("min", "p10", "p25", "p50", "p75", "p90", "max"),
+                 map(float, np.quantile(margins, [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]))))
+    counts, edges = np.histogram(margins, bins=MARGIN_BINS)
+    return {"n": len(margins), "mean": float(margins.mean()), "quantiles": q,
+            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()}}
+
+
+def full_audit(store: Store, cfg: AuditConfig | None = None, run_id: str | None = None) -> dict:
+    """The consistency audit: bias metrics, probes, consistency, the noise estimate, flags per pair and
+    the gates. Stored as an ``audits`` row with its ``pair_flags`` (an identical store state gives
+    the same audit id); returns what `prefcurate audit --json` prints."""
     cfg = cfg or AuditConfig()
     metrics = store_metrics(store, cfg.phrases()) | {"probes": probe_metrics(store)}
+    metrics["consistency"] = consistency_metrics(store)
+    metrics["noise_estimate"] = noise_estimate(store)
+    metrics["failures"] = failure_rates(store)
+    metrics["margins"] = margin_distribution(store)
+    metrics["counts"] = store.counts()
+    flagged = compute_flags(store, cfg)
+    metrics["flags"] = flagged["counts"]
+    metrics["flags_by_stage"] = by_stage(flagged["counts"])
+    metrics["n_fit"] = fit_pairs_count(store, cfg.blocking_flags)
+    metrics["blocking_flags"] = list(cfg.blocking_flags)
     metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, cfg.gates)
+    audit_cfg = cfg.model_dump(mode="json")
+    # Rounded: a parallel sum may differ in its last bits between two runs over the same rows.
+    metrics["audit_id"] = audit_id = content_id("audit", _rounded(metrics), flagged["fingerprint"], audit_cfg)
+    with store.transaction():
+        save_flags(store, audit_id)
+        # Stored again with a new time when the same audit recurs, so v_flags shows the latest one.
+        store.insert("audits", [{"audit_id": audit_id, "metrics": metrics, "gates": metrics["gates"],
+                                 "passed": metrics["passed"], "run_id": run_id, "created_at": utc_now(),
+                                 "config": audit_cfg, "n_pairs": metrics["n_pairs"], "n_fit": metrics["n_fit"]}],
+                     replace_if="true", key="audit_id")
     return metrics
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def store_metrics(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> dict:
@@ -70,7 +132,8 @@ def store_metrics(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> dict:
              for r in store.query("SELECT prompt_id, chosen_text, rejected_text FROM v_pairs ORDER BY pair_id")]
     groups: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for r in store.query("SELECT prompt_id, candidate_id, avg(overall) AS score, any_value(candidate_chars) AS chars "
-                         "FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise' GROUP BY prompt_id, candidate_id"):
+                         "FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise' GROUP BY prompt_id, candidate_id "
+                         "ORDER BY prompt_id, candidate_id"):
         groups[r["prompt_id"]].append((r["score"], r["chars"]))
     first_won = [r["first"] for r in store.query(
         "SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first "

@@ -105,28 +105,51 @@ def import_candidates_cmd(file: Annotated[str, typer.Argument(help="JSONL: {prom
                   f"new candidates {stats['candidates_new']}")
 
 
+@import_app.command("judgments")
+@errors_to_exit
+def import_judgments_cmd(file: Annotated[str, typer.Argument(
+        help="JSONL: {prompt, a, b, judge, verdicts: [{order: ab|ba, winner: a|b|tie, repeat}]}.")],
+        db: Db = None) -> None:
+    """Store pairwise judgments made elsewhere, so `prefcurate audit` measures that judge's consistency."""
+    from prefcurate.judgments import import_judgments
+
+    stats = _recorded_import(db, "judgments", file, import_judgments)
+    console.print(f"judgments: lines {stats['lines']}, verdicts {stats['verdicts']}, new judgments "
+                  f"{stats['judgments_new']}, new pairs {stats['pairs_new']}, no majority {stats['no_majority']}")
+
+
 @snapshot_app.command("create")
 @errors_to_exit
 def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to remember it by.")] = None,
-                    config: Annotated[str | None, typer.Option(help="Run config whose snapshot.test_fraction to use.")] = None,
+                    config: Annotated[str | None, typer.Option(
+                        help="Run config whose audit (flags, gates) and snapshot.test_fraction to use.")] = None,
                     test_fraction: Annotated[float | None, typer.Option(
                         help="Share of prompts held out for test (default: the config's, else 0.1).")] = None,
+                    force: Annotated[bool, typer.Option(
+                        "--force", help="Snapshot even though an audit gate failed (recorded in the manifest).")] = False,
                     db: Db = None) -> None:
-    """Freeze the stored pairs; the snapshot id is the last line printed."""
-    from prefcurate.config import SnapshotConfig, load_config
+    """Audit the store, then freeze the pairs without a blocking flag; the snapshot id is the last line printed."""
+    from prefcurate.config import Config, load_config
     from prefcurate.snapshot import create_snapshot
     from prefcurate.store import open_store
 
+    cfg = load_config(config) if config else Config()
     if test_fraction is None:
-        test_fraction = (load_config(config).snapshot if config else SnapshotConfig()).test_fraction
+        test_fraction = cfg.snapshot.test_fraction
     if not 0 <= test_fraction < 1:
         raise PrefcurateError(f"--test-fraction is {test_fraction}; give a value in [0, 1)")
     with open_store(db) as store, store.transaction():
-        run_id = store.start_run("snapshot create", {"name": name, "test_fraction": test_fraction})
-        snap = create_snapshot(store, name, test_fraction, run_id)
+        run_id = store.start_run("snapshot create", {"name": name, "test_fraction": test_fraction, "force": force,
+                                                     "audit": cfg.audit.model_dump(mode="json")})
+        snap = create_snapshot(store, name, test_fraction, run_id, cfg.audit, force)
         store.finish_run(run_id, {"snapshot": {"snapshot_id": snap.snapshot_id, "created": snap.created}})
     state = "created" if snap.created else "already existed"
-    console.print(f"snapshot {state}: {snap.n_pairs} pairs ({snap.n_train} train, {snap.n_test} test) in {snap.path}")
+    audit = snap.manifest["audit"]
+    if audit["forced"]:
+        console.print(f"[bold red]forced[/]: audit {audit['audit_id']} failed {', '.join(audit['failed_gates'])} "
+                      "(recorded in the manifest)")
+    console.print(f"snapshot {state}: {snap.n_pairs} pairs ({snap.n_train} train, {snap.n_test} test) in {snap.path}; "
+                  f"{audit['pairs_excluded']} of {audit['pairs_audited']} pairs left out for blocking flags")
     print(snap.snapshot_id)
 
 
@@ -169,6 +192,22 @@ def snapshot_verify(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id
     console.print(f"ok: {len(manifest['files'])} files match manifest.json in {snap.path}")
 
 
+@snapshot_app.command("export")
+@errors_to_exit
+def snapshot_export(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id.")],
+                    to: Annotated[str, typer.Option("--to", help="Folder to write train, test and manifest.json into.")],
+                    format: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+                    db: Db = None) -> None:
+    """Verify a snapshot and copy it out, e.g. for datasets.load_dataset("parquet", data_files=...)."""
+    from prefcurate.snapshot import export_snapshot, get_snapshot
+    from prefcurate.store import open_store
+
+    with open_store(db) as store:
+        snap = get_snapshot(store, snapshot_id)
+    for path in export_snapshot(snap, to, format):
+        console.print(f"wrote {path}")
+
+
 @train_app.command("dpo")
 @errors_to_exit
 def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to train on.")],
@@ -185,22 +224,6 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
                  list(result.metrics.items()))
     console.print(f"adapter: {result.adapter_dir}")
-
-
-def _print_metrics(metrics: dict) -> None:
-    """Each metric as a row: value, 95% interval, n."""
-    rows = []
-    for section, values in metrics.items():
-        if not isinstance(values, dict):
-            rows.append((section, values, "", ""))
-            continue
-        for key, value in values.items():
-            if key.endswith("_ci") or key.endswith("_n") or key in {"n", "n_opener_pairs"}:
-                continue
-            ci = values.get(f"{key}_ci")
-            n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
-            rows.append((f"{section}.{key}", _fmt(value) or "n/a", "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]", n))
-    print_table("Judge bias", ["metric", "value", "95% interval", "n"], rows)
 
 
 @app.command()
@@ -227,32 +250,32 @@ def probe(config: Annotated[str, typer.Argument(help="Run config YAML (its judge
 @app.command()
 @errors_to_exit
 def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
-          config: Annotated[str | None, typer.Option(help="Run config whose audit.gates override the defaults.")] = None) -> None:
-    """Measure the judge's length, opener and position bias and its probes; apply the gates."""
+          config: Annotated[str | None, typer.Option(help="Run config whose audit section (flags, gates) to use.")] = None,
+          html: Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report with plots here.")] = None) -> None:
+    """The consistency audit: the judge's bias, probes and consistency, flags per pair, and the gates."""
+    from pathlib import Path
+
     from prefcurate.audit import full_audit
     from prefcurate.config import load_config
+    from prefcurate.report import audit_tables, render_html, score_length_points, verdict_line
     from prefcurate.store import open_store
 
     audit_cfg = load_config(config).audit if config else None
-    with open_store(db) as store:
-        metrics = full_audit(store, audit_cfg)
+    with open_store(db) as store, store.transaction():
+        run_id = store.start_run("audit", audit_cfg.model_dump(mode="json") if audit_cfg else None)
+        metrics = full_audit(store, audit_cfg, run_id)
+        store.finish_run(run_id, {"audit": {"audit_id": metrics["audit_id"], "passed": metrics["passed"]}})
+        points = score_length_points(store) if html else []
+    if html:
+        Path(html).write_text(render_html(metrics, points), encoding="utf-8")
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
-    _print_metrics({k: v for k, v in metrics.items() if k not in {"gates", "probes", "passed", "n_inconclusive"}})
-    print_table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score"],
-                [(k, v["n"], _fmt(v.get("mean_shift")), _fmt(v.get("flip_rate")), _fmt(v.get("mean_score")))
-                 for k, v in metrics["probes"].items()])
-    print_table("Gates", ["gate", "value", "95% interval", "threshold", "status"],
-                [(k, _fmt(g["value"]), "" if g["ci"] is None else f"[{g['ci'][0]:.3f}, {g['ci'][1]:.3f}]",
-                  " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
-                  g["status"] + (f" (n needed ~{g['n_needed']})" if g.get("n_needed") else ""))
-                 for k, g in metrics["gates"].items()])
-    console.print(f"passed: {metrics['passed']} ({metrics['n_inconclusive']} inconclusive)")
-
-
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.3f}"
+    for t in audit_tables(metrics):
+        print_table(t.title, t.columns, t.rows)
+    console.print(verdict_line(metrics), soft_wrap=True)
+    if html:
+        console.print(f"report: {html}")
 
 
 @app.command("audit-dataset")
@@ -279,7 +302,13 @@ def audit_dataset(
     phrases = (load_config(config).audit if config else AuditConfig()).phrases()
     metrics = dataset_audit(path, Columns(prompt_col, chosen_col, rejected_col, a_col, b_col, label_col, a_wins,
                                           b_wins, tie), split, phrases)
-    print(json.dumps(metrics, indent=2)) if as_json else _print_metrics(metrics)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    from prefcurate.report import bias_table
+
+    t = bias_table(metrics)
+    print_table(t.title, t.columns, t.rows)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefcurate.errors import ConfigError
 from prefcurate.features import CLOSERS, OPENERS, Phrases
+from prefcurate.flags import DEFAULT_BLOCKING, Flag
 
 
 class _Section(BaseModel):
@@ -118,6 +119,14 @@ class AuditConfig(_Section):
                                "flattering opener, matched case-insensitively at the start after markdown emphasis.")
     closers: list[str] = Field(default_factory=lambda: list(CLOSERS), description="Phrases that count as a stock "
                                "closer near the end (\"I hope this helps\").")
+    blocking_flags: list[Flag] = Field(default_factory=lambda: list(DEFAULT_BLOCKING), description="Flags that keep "
+                                       "a pair out of snapshots (every flag is reported either way).")
+    low_margin: float = Field(1.0, ge=0, description="A pair whose margin (in its scores' units) is below this is "
+                              "flagged low_margin.")
+    duplicate_jaccard: float = Field(0.9, gt=0, le=1, description="Chosen and rejected whose word-trigram Jaccard "
+                                     "similarity reaches this are flagged duplicate.")
+    repetition_max: float = Field(0.5, gt=0, le=1, description="A response of 12+ words whose share of repeated word "
+                                  "trigrams reaches this is a repetition loop (flagged degenerate).")
 
     def phrases(self) -> Phrases:
         return Phrases(self.openers, self.closers)
@@ -134,7 +143,7 @@ class Config(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="How candidates are scored.")
     pairs: PairsConfig = Field(default_factory=PairsConfig, description="How chosen/rejected pairs are built.")
     probes: ProbesConfig = Field(default_factory=ProbesConfig, description="Which counterfactual probes check the judge.")
-    audit: AuditConfig = Field(default_factory=AuditConfig, description="Gates the audit applies.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="What the audit flags and which gates it applies.")
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="How snapshots are split.")
 
 

@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline offline on the tiny local model, as a user would run it:
-build the model, run the flow (generate, judge, pair, verify, probe), audit the judge, snapshot,
-train.
+build the model, run the flow (generate, judge, pair, verify, probe, audit), write the audit
+report, snapshot, train.
 
 Each step is the `prefcurate` command a user would type; at the end it prints where the store,
 the snapshot and the adapter are, and the rows per stage.
@@ -38,8 +38,12 @@ def main() -> None:
     if not (Path(MODEL) / "config.json").is_file():
         _cli("tiny-model", MODEL)
     _cli("run", CONFIG)
-    _cli("audit", "--config", CONFIG)
-    snapshot_id = _cli("snapshot", "create", "--name", "demo", "--config", CONFIG, capture=True).strip().splitlines()[-1]
+    _cli("audit", "--config", CONFIG, "--html", str(db.parent / "audit.html"))
+    # A random tiny judge fails the gates, and `snapshot create` refuses such a judge's pairs. The
+    # demo forces the snapshot to show the training step; the manifest records that it was forced.
+    console.print("[bold]The tiny random judge fails the audit's gates; the demo snapshots with --force.[/]")
+    snapshot_id = _cli("snapshot", "create", "--name", "demo", "--config", CONFIG, "--force",
+                       capture=True).strip().splitlines()[-1]
     _cli("train", "dpo", "--snapshot", snapshot_id, "--config", "train/configs/dpo.yaml")
 
     with open_store(db) as store:
@@ -49,8 +53,9 @@ def main() -> None:
                             "ORDER BY finished_at DESC LIMIT 1", [snapshot_id])[0]
     console.rule("demo finished")
     console.print(f"store     {db}   (try: prefcurate sql \"select * from v_pairs limit 5\")")
-    console.print(f"snapshot  {snapshot_id}  {snap['path']}  ({snap['n_pairs']} of {counts['pairs']} pairs survived "
-                  f"verification in both orders: {snap['n_train']} train, {snap['n_test']} test)")
+    console.print(f"report    {db.parent / 'audit.html'}  (the audit with plots; opens offline)")
+    console.print(f"snapshot  {snapshot_id}  {snap['path']}  ({snap['n_pairs']} of {counts['pairs']} pairs passed the "
+                  f"audit's blocking flags: {snap['n_train']} train, {snap['n_test']} test)")
     console.print(f"adapter   {Path(train['output_dir']) / 'adapter'}  (train run {train['train_run_id']})")
     print_counts(counts)
 

@@ -30,6 +30,10 @@ class NotFoundError(PrefcurateError):
     """Something named by id (a snapshot, a model directory) does not exist."""
 
 
+class GatesFailed(PrefcurateError):
+    """The audit's gates failed: the judge is not fit to label training data as it stands."""
+
+
 class StoreError(PrefcurateError):
     """The store cannot be opened, is locked by another process, or refuses a statement."""
 

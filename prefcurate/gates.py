@@ -22,6 +22,7 @@ DEFAULT_GATES: dict[str, tuple[tuple[str, ...], tuple[str, ...], GateThreshold]]
                             GateThreshold(max=2.0)),
     "first_position_win_rate": (("position_bias", "first_position_win_rate"), ("position_bias", "n"),
                                 GateThreshold(min=0.45, max=0.55)),
+    "swap_consistency": (("consistency", "swap_consistency"), ("consistency", "n_swap"), GateThreshold(min=0.8)),
 }
 
 

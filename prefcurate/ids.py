@@ -30,3 +30,12 @@ def sha256_file(path: str) -> str:
 def unit_interval(key: str) -> float:
     """A stable pseudo-random number in [0, 1) from a string, for hash-based splits."""
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+
+
+def judgment_id(candidate_id: str, judge: str, rubric_hash: str, mode: str = "pointwise",
+                candidate_b_id: str | None = None, pair_order: str | None = None, repeat_index: int = 0,
+                probe: str | None = None) -> str:
+    """A judgment's identity: what was judged (pairwise: a shown first in order ab), by which judge
+    and rubric, in which mode, order and repeat, and under which probe."""
+    return content_id("judgment", candidate_id, candidate_b_id, judge, rubric_hash, mode, pair_order,
+                      repeat_index, probe)

@@ -1,6 +1,7 @@
-"""Stage 7, snapshot: the pairs frozen as Parquet in TRL's conversational format.
+"""Stage 7, snapshot: the pairs that passed the audit, frozen as Parquet in TRL's conversational format.
 
-A snapshot folder holds ``train.parquet``, ``test.parquet`` and ``manifest.json``. Its id is a
+Creating one runs the audit first: it refuses when a gate failed (unless forced, which the
+manifest records) and takes only pairs without a blocking flag. A snapshot folder holds ``train.parquet``, ``test.parquet`` and ``manifest.json``. Its id is a
 hash of the pair ids and the split settings, so the same pairs always give the same snapshot;
 files are written to a temporary folder and renamed into place, so a half-written snapshot is
 never visible; every file's sha256 is in the manifest and ``verify_snapshot`` checks them.
@@ -20,21 +21,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import prefcurate
-from prefcurate.errors import NotFoundError, PrefcurateError
+from prefcurate.audit import full_audit
+from prefcurate.config import AuditConfig
+from prefcurate.errors import GatesFailed, NotFoundError, PrefcurateError
 from prefcurate.ids import content_id, sha256_file, unit_interval
 from prefcurate.store import Store
 
 SPLITS = ("train", "test")
 
-# A pair that was verified pairwise (hybrid mode) is taken only if every verdict, in both orders and
-# every repeat, prefers its chosen response; unverified pairs (pointwise mode) are taken as they are.
+# The pairs the audit found fit: no blocking flag.
 PAIRS_SQL = """
 SELECT v.pair_id, v.prompt_id, p.messages, v.chosen_text, v.rejected_text,
        v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, pr.run_id
 FROM v_pairs v JOIN prompts p USING (prompt_id) JOIN pairs pr USING (pair_id)
-WHERE NOT EXISTS (SELECT 1 FROM v_pair_verdicts pv
-                  WHERE pv.pair_id = v.pair_id AND pv.judge = v.judge AND pv.rubric_hash = v.rubric_hash
-                    AND pv.verdict <> 'consistent')
+WHERE v.pair_id NOT IN (SELECT pair_id FROM pair_flags WHERE audit_id = $audit_id AND list_contains($blocking, flag))
 ORDER BY v.pair_id
 """
 
@@ -81,13 +81,23 @@ def snapshots_dir(store: Store) -> Path:
     return store.root / "snapshots"
 
 
-def create_snapshot(store: Store, name: str | None = None, test_fraction: float = 0.1,
-                    run_id: str | None = None) -> Snapshot:
-    """Freeze every stored pair into a new snapshot, or return the identical one that exists."""
-    rows = store.query(PAIRS_SQL)
+def create_snapshot(store: Store, name: str | None = None, test_fraction: float = 0.1, run_id: str | None = None,
+                    audit: AuditConfig | None = None, force: bool = False) -> Snapshot:
+    """Audit the store, then freeze the pairs without a blocking flag into a new snapshot, or return
+    the identical one that exists. Refuses when a gate of the audit failed, unless ``force``."""
+    audit = audit or AuditConfig()
+    report = full_audit(store, audit, run_id)
+    failed = [f"{k} ({_describe(g)})" for k, g in report["gates"].items() if g["status"] == "failed"]
+    if failed and not force:
+        raise GatesFailed(f"audit {report['audit_id']} failed {len(failed)} gate(s): {'; '.join(failed)}. Fix the judge "
+                          "(README: \"When a gate fails\"), or pass --force to snapshot anyway (recorded in the manifest)")
+    rows = store.query(PAIRS_SQL, {"audit_id": report["audit_id"], "blocking": list(audit.blocking_flags)})
     if not rows:
-        raise PrefcurateError("no pairs to snapshot (none stored, or none survived pairwise verification); "
-                              "run `prefcurate run CONFIG` first, or see `prefcurate sql \"select * from v_pair_verdicts\"`")
+        flagged = ", ".join(f"{k} {v}" for k, v in report["flags"].items() if v and k in audit.blocking_flags)
+        raise PrefcurateError(
+            f"no pairs to snapshot: {report['n_pairs']} stored, and every one has a blocking flag ({flagged or 'none'}); "
+            "see `prefcurate sql \"select flag, detail from v_flags\"`, or run `prefcurate run CONFIG` first"
+            if report["n_pairs"] else "no pairs to snapshot; run `prefcurate run CONFIG` first")
     snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
     existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
     if existing and Path(existing[0]["path"]).is_dir():
@@ -124,6 +134,13 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
             "generators": sorted({r["generator"] for r in rows}),
             "strategies": sorted({r["strategy"] for r in rows}),
             "run_configs": configs,
+            "audit": {
+                "audit_id": report["audit_id"], "passed": report["passed"], "forced": bool(force and failed),
+                "failed_gates": [k for k, g in report["gates"].items() if g["status"] == "failed"],
+                "blocking_flags": list(audit.blocking_flags), "flags": report["flags"],
+                "pairs_audited": report["n_pairs"], "pairs_excluded": report["n_pairs"] - len(rows),
+                "noise_estimate": report["noise_estimate"],
+            },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for f in tmp.iterdir():
@@ -137,9 +154,15 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
     store.insert("snapshots", [{
         "snapshot_id": snapshot_id, "name": name, "path": str(final), "n_pairs": len(rows),
         "n_train": len(splits["train"]), "n_test": len(splits["test"]), "manifest": manifest,
-        "audit_id": None, "run_id": run_id,
+        "audit_id": report["audit_id"], "run_id": run_id,
     }])
     return Snapshot(snapshot_id, name, final, len(rows), len(splits["train"]), len(splits["test"]), manifest, True)
+
+
+def _describe(gate: dict) -> str:
+    ci = f" [{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]" if gate["ci"] else ""
+    bounds = ", ".join(f"{k} {v}" for k, v in gate["threshold"].items() if v is not None)
+    return f"{gate['value']:.3f}{ci}, allowed {bounds}"
 
 
 def _from_row(row: dict, created: bool = False) -> Snapshot:
@@ -175,3 +198,29 @@ def verify_snapshot(path: str | Path) -> dict:
                 "the snapshot was modified after it was frozen: recreate it with `prefcurate snapshot create`"
             )
     return manifest
+
+
+EXPORT_FORMATS = ("parquet", "jsonl")
+
+
+def export_snapshot(snapshot: Snapshot, to: str | Path, fmt: str = "parquet") -> list[Path]:
+    """Verify a snapshot, then copy its splits (as Parquet or JSONL) and its manifest into ``to``."""
+    if fmt not in EXPORT_FORMATS:
+        raise PrefcurateError(f"--format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    verify_snapshot(snapshot.path)
+    to = Path(to)
+    targets = [to / f"{split}.{fmt}" for split in SPLITS] + [to / "manifest.json"]
+    clash = [str(t) for t in targets if t.exists()]
+    if clash:
+        raise PrefcurateError(f"{clash[0]} already exists; remove it or export --to another folder")
+    to.mkdir(parents=True, exist_ok=True)
+    for split, target in zip(SPLITS, targets):
+        source = snapshot.path / f"{split}.parquet"
+        if fmt == "parquet":
+            shutil.copyfile(source, target)
+        else:
+            with open(target, "w", encoding="utf-8") as f:
+                for row in pq.read_table(source).to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    shutil.copyfile(snapshot.path / "manifest.json", targets[-1])
+    return targets

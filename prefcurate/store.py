@@ -36,7 +36,7 @@ def _migrations() -> list[tuple[int, str, str]]:
     return [(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8")) for f in files]
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
@@ -96,7 +96,7 @@ class Store:
                 continue
             with self.transaction():
                 self.con.execute(sql)
-                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utc_now()])
 
     # -- reading and writing ---------------------------------------------------------------
     @contextmanager
@@ -166,14 +166,14 @@ class Store:
         run_id = run_id or new_run_id()
         self.con.execute(
             "INSERT INTO runs (run_id, command, config, started_at, status) VALUES (?, ?, ?, ?, 'running')",
-            [run_id, command, json.dumps(config) if config is not None else None, _now()],
+            [run_id, command, json.dumps(config) if config is not None else None, utc_now()],
         )
         return run_id
 
     def finish_run(self, run_id: str, stats: dict | None = None, error: str | None = None) -> None:
         self.con.execute(
             "UPDATE runs SET finished_at = ?, status = ?, stats = ?, error = ? WHERE run_id = ?",
-            [_now(), "failed" if error else "ok", json.dumps(stats or {}), error, run_id],
+            [utc_now(), "failed" if error else "ok", json.dumps(stats or {}), error, run_id],
         )
 
     # -- the read-only SQL console ---------------------------------------------------------

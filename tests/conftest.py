@@ -147,8 +147,7 @@ JUDGE, RUBRIC_HASH = "test:judge", "rubric0"
 def seed_scored(store, groups: dict[str, list[tuple[str, float | None]]]) -> None:
     """Prompts with candidates and one judgment each: {prompt text: [(candidate text, overall), ...]};
     an overall of None is stored as a failed judgment."""
-    from judge.stage import judgment_id
-    from prefcurate.ids import canonical_json, content_id
+    from prefcurate.ids import canonical_json, content_id, judgment_id
     from prefcurate.prompts import prompt_id_for
 
     for text, cands in groups.items():

@@ -206,6 +206,7 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
 
     from judge.stage import judge_name, verify_pairs
     from prefcurate.config import PairsConfig
+    from prefcurate.errors import GatesFailed, PrefcurateError
     from prefcurate.pairs import build_pairs
     from prefcurate.snapshot import create_snapshot
 
@@ -219,8 +220,10 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
     assert (stats.judged, stats.consistent, stats.inconsistent) == (4, 0, 1)  # 2 orders x 2 repeats
     row = store.query("SELECT * FROM v_pair_verdicts")[0]
     assert (row["chosen_wins"], row["rejected_wins"], row["first_shown_wins"], row["verdict"]) == (2, 2, 4, "inconsistent")
-    with pytest.raises(Exception, match="none survived pairwise verification"):
+    with pytest.raises(GatesFailed, match=r"swap_consistency \(0.000"):
         create_snapshot(store)
+    with pytest.raises(PrefcurateError, match=r"every one has a blocking flag \(swap_inconsistent 1"):
+        create_snapshot(store, force=True)
 
 
 def test_message_batches_submit_poll_collect_at_half_price(api, store):
@@ -256,7 +259,8 @@ def test_a_batch_survives_a_crash_and_is_not_paid_twice(api, store, monkeypatch)
 
 
 def test_errored_and_expired_batch_requests_are_judged_again(api, store):
-    from judge.stage import judge_name, judgment_id
+    from judge.stage import judge_name
+    from prefcurate.ids import judgment_id
 
     ids = [r["candidate_id"] for r in store.query("SELECT candidate_id FROM candidates ORDER BY candidate_id")]
     name, rubric_hash = judge_name(claude()), load_rubric(RUBRIC).hash

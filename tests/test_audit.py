@@ -11,6 +11,7 @@ from conftest import FIXTURES, table_checksums
 
 from prefcurate.bias import Pair, logistic_coef
 from prefcurate.features import OPENERS
+from prefcurate.store import Store
 
 AUTOJ = FIXTURES / "autoj_pairwise.jsonl"
 AUTOJ_FLAGS = ["--a-col", "response 1", "--b-col", "response 2", "--label-col", "label",
@@ -103,12 +104,14 @@ def test_audit_dataset_bad_input(cli, tmp_path):
     assert result.exit_code == 2 and "label '2' is none of 0, 1" in result.stderr
 
 
+WRITTEN_BY_AUDIT = {"candidate_features", "audits", "pair_flags", "runs"}
+
+
 def test_audit_on_the_store(cli, pipeline_store):
-    before = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
+    before = {t: v for t, v in table_checksums(pipeline_store).items() if t not in WRITTEN_BY_AUDIT}
     result = cli("audit", "--json", "--db", pipeline_store)
     assert result.exit_code == 0, result.output
     m = json.loads(result.output)
-    from prefcurate.store import Store
 
     with Store(pipeline_store) as store:
         n_pairs = store.scalar("SELECT count(*) FROM pairs")
@@ -121,8 +124,53 @@ def test_audit_on_the_store(cli, pipeline_store):
     assert m["length_bias"]["spearman_score_length_n"] == 6  # every prompt's group of three scored candidates
     assert m["probes"]["swap"]["n"] == n_pairs and set(m["gates"]) >= {"p_chosen_longer", "first_position_win_rate"}
     assert isinstance(m["passed"], bool)
-    after = {t: v for t, v in table_checksums(pipeline_store).items() if t != "candidate_features"}
-    assert after == before  # the audit only adds features
+    after = {t: v for t, v in table_checksums(pipeline_store).items() if t not in WRITTEN_BY_AUDIT}
+    assert after == before  # the audit adds features, its own row, its flags and its run, nothing else
+
+    with Store(pipeline_store) as store:
+        assert store.scalar("SELECT passed FROM audits WHERE audit_id = ?", [m["audit_id"]]) == m["passed"]
+        # Checked against the raw tables: a pair is degenerate when a side was cut off at the token limit.
+        cut = store.scalar("SELECT count(*) FROM pairs pr WHERE EXISTS (SELECT 1 FROM candidates c WHERE "
+                           "c.candidate_id IN (pr.chosen_id, pr.rejected_id) AND c.finish_reason = 'length')")
+        inconsistent = store.scalar("SELECT count(*) FROM v_pair_verdicts WHERE verdict = 'inconsistent'")
+        assert store.scalar("SELECT count(*) FROM v_flags WHERE flag = 'swap_inconsistent'") == inconsistent
+    assert m["flags"]["degenerate"] >= cut and m["flags"]["swap_inconsistent"] == inconsistent
+    assert m["consistency"]["n_swap"] == n_pairs and m["n_fit"] <= n_pairs
+    assert set(m["noise_estimate"]) >= {"rate", "rate_ci", "label_smoothing", "loss_type"}
+
+
+def test_html_report_is_self_contained_with_its_plots(cli, pipeline_store, tmp_path):
+    from html.parser import HTMLParser
+
+    report = tmp_path / "audit.html"
+    result = cli("audit", "--db", pipeline_store, "--html", report)
+    assert result.exit_code == 0, result.output
+    assert f"report: {report}" in result.output and "pairs fit for a snapshot" in result.output
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.captions, self.urls, self._caption = [], [], [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.urls += [v for k, v in attrs if k in {"src", "href"} and v]
+            self._caption = tag == "figcaption"
+
+        def handle_data(self, data):
+            if self._caption:
+                self.captions.append(data)
+                self._caption = False
+
+    page = Collect()
+    page.feed(report.read_text())
+    assert page.tags.count("svg") == 6 and "script" not in page.tags and page.urls == []  # opens offline
+    assert {c.split(" (")[0].split(":")[0] for c in page.captions} >= {
+        "Score vs length", "Margin histogram", "Probe shifts", "Flags per stage"}
+    with Store(pipeline_store) as store:
+        scored = store.scalar("SELECT count(DISTINCT candidate_id) FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise'")
+    assert page.tags.count("circle") == scored  # one point per scored candidate
+    assert page.tags.count("rect") >= 4 and page.tags.count("table") == 5
 
 
 def test_the_opener_list_is_configurable(cli, tmp_path):
@@ -142,7 +190,6 @@ def test_the_opener_list_is_configurable(cli, tmp_path):
 def test_stored_features_follow_the_opener_list(db, tmp_path):
     from prefcurate.features import Phrases, compute_features
     from prefcurate.generate import import_candidates
-    from prefcurate.store import Store
 
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"prompt": "q", "candidates": ["Howdy! a", "Sure, b"]}) + "\n")

@@ -53,7 +53,7 @@ def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli,
     assert "candidates_new=0" in result.output and "already_judged=18" in result.output and "todo=0" in result.output
     with Store(pipeline_store) as store:
         assert store.counts() == before
-        assert store.scalar("SELECT count(*) FROM runs WHERE status = 'ok'") == 2
+        assert store.scalar("SELECT count(*) FROM runs WHERE command = 'run' AND status = 'ok'") == 2
 
 
 def test_run_with_bad_prompts_file_leaves_the_store_unchanged(pipeline_store, config_dict, tmp_path, cli):
@@ -70,3 +70,19 @@ def test_run_with_bad_prompts_file_leaves_the_store_unchanged(pipeline_store, co
 
         curate(str(cfg), str(pipeline_store))
     assert table_checksums(pipeline_store) == before
+
+
+def test_the_flow_audits_and_publishes_a_markdown_artifact(pipeline_store, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with Store(pipeline_store) as store:
+        run = store.query("SELECT run_id, stats FROM runs WHERE command = 'run' ORDER BY started_at DESC LIMIT 1")[0]
+        audit = store.query("SELECT * FROM audits WHERE run_id = ?", [run["run_id"]])[0]
+        assert store.scalar("SELECT count(*) FROM pair_flags WHERE audit_id = ?", [audit["audit_id"]]) > 0
+    assert json.loads(run["stats"])["audit"]["audit_id"] == audit["audit_id"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["prefcurate-audit"])))
+    assert artifacts and artifacts[0].type == "markdown"
+    text = artifacts[0].data
+    assert f"audit {audit['audit_id']}" in text and "| swap_consistency |" in text and "## Flags" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import JUDGE, RUBRIC_HASH, seed_scored
 
@@ -19,7 +20,8 @@ from prefcurate.store import Store
 @pytest.fixture
 def paired_db(db):
     with Store(db) as store:
-        seed_scored(store, {f"prompt {i}": [(f"good answer {i}", 8.0), (f"bad answer {i}", 3.0 + i / 10)]
+        # Half the rejected answers longer than the chosen, half shorter: a judge without length bias.
+        seed_scored(store, {f"prompt {i}": [(f"good answer {i}", 8.0), (f"bad answer {i}" + " padded out" * (i % 2), 3.0 + i / 10)]
                             for i in range(20)})
         build_pairs(store, PairsConfig(), JUDGE, RUBRIC_HASH)
     return db
@@ -75,3 +77,77 @@ def test_snapshot_without_pairs_or_with_unknown_id(cli, db):
         assert store.scalar("SELECT count(*) FROM runs") == 0
     result = cli("snapshot", "show", "nope", "--db", db)
     assert result.exit_code == 2 and "snapshot 'nope' not found" in result.stderr
+
+
+@pytest.fixture
+def biased_db(db, tmp_path, cli):
+    """A judge that prefers whichever response it reads first on 40 comparisons (a wins 2 of 3 verdicts
+    because it is shown first twice), and judges 20 others steadily."""
+    lines = []
+    for i in range(60):
+        verdicts = [("ab", "a"), ("ba", "b"), ("ab", "a")] if i < 40 else [("ab", "a"), ("ba", "a")]
+        lines.append({"prompt": f"q{i}", "a": f"answer one {i}", "b": f"answer two {i}", "judge": "biased",
+                      "verdicts": [{"order": o, "winner": w} for o, w in verdicts]})
+    f = tmp_path / "judgments.jsonl"
+    f.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert cli("import", "judgments", f, "--db", db).exit_code == 0
+    return db
+
+
+def test_snapshot_refuses_a_judge_that_failed_the_audit_unless_forced(cli, biased_db):
+    from conftest import table_checksums
+
+    before = table_checksums(biased_db)
+    result = cli("snapshot", "create", "--db", biased_db)
+    assert result.exit_code == 2
+    assert "failed 2 gate(s): first_position_win_rate (0.875" in result.stderr and "swap_consistency (0.333" in result.stderr
+    assert "pass --force to snapshot anyway" in result.stderr
+    assert table_checksums(biased_db) == before  # not even the audit or the run is recorded
+
+    result = cli("snapshot", "create", "--force", "--db", biased_db)
+    assert result.exit_code == 0, result.output
+    assert "forced" in result.output and "20 pairs" in result.output and "40 of 60 pairs left out" in result.output
+    snapshot_id = result.output.strip().splitlines()[-1]
+    manifest = json.loads(cli("snapshot", "show", snapshot_id, "--db", biased_db).output)
+    audit = manifest["audit"]
+    assert audit["forced"] is True and audit["passed"] is False
+    assert audit["failed_gates"] == ["first_position_win_rate", "swap_consistency"]
+    assert audit["flags"]["swap_inconsistent"] == 40 and audit["pairs_excluded"] == 40
+    with Store(biased_db) as store:
+        assert store.scalar("SELECT audit_id FROM snapshots") == audit["audit_id"]
+    folder = biased_db.parent / "snapshots" / snapshot_id
+    prompts = {row["prompt"][-1]["content"] for s in ("train", "test") for row in pq.read_table(folder / f"{s}.parquet").to_pylist()}
+    assert prompts == {f"q{i}" for i in range(40, 60)}  # only the steadily judged comparisons
+
+
+def test_which_flags_block_is_config(cli, biased_db, tmp_path):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"audit": {"blocking_flags": []}}))
+    result = cli("snapshot", "create", "--force", "--config", cfg, "--db", biased_db)
+    assert result.exit_code == 0 and "snapshot created: 60 pairs" in result.output
+    cfg.write_text(yaml.safe_dump({"audit": {"blocking_flags": ["no_such_flag"]}}))
+    result = cli("snapshot", "create", "--config", cfg, "--db", biased_db)
+    assert result.exit_code == 2 and "audit.blocking_flags.0" in result.stderr
+
+
+def test_snapshot_export_as_parquet_and_jsonl(cli, paired_db, tmp_path):
+    from datasets import load_dataset
+
+    snapshot_id = cli("snapshot", "create", "--test-fraction", "0.3", "--db", paired_db).output.strip().splitlines()[-1]
+    result = cli("snapshot", "export", snapshot_id, "--to", tmp_path / "pq", "--db", paired_db)
+    assert result.exit_code == 0, result.output
+    ds = load_dataset("parquet", data_files={s: str(tmp_path / "pq" / f"{s}.parquet") for s in ("train", "test")})
+    assert len(ds["train"]) + len(ds["test"]) == 20
+    assert json.loads((tmp_path / "pq" / "manifest.json").read_text())["snapshot_id"] == snapshot_id
+
+    assert cli("snapshot", "export", snapshot_id, "--to", tmp_path / "js", "--format", "jsonl", "--db", paired_db).exit_code == 0
+    rows = [json.loads(line) for s in ("train", "test") for line in (tmp_path / "js" / f"{s}.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and rows[0]["chosen"][0]["role"] == "assistant"
+    assert load_dataset("json", data_files=str(tmp_path / "js" / "train.jsonl"))["train"][0]["prompt"][0]["role"] == "user"
+
+    again = cli("snapshot", "export", snapshot_id, "--to", tmp_path / "js", "--format", "jsonl", "--db", paired_db)
+    assert again.exit_code == 2 and "train.jsonl already exists; remove it or export --to another folder" in again.stderr
+    bad = cli("snapshot", "export", snapshot_id, "--to", tmp_path / "x", "--format", "csv", "--db", paired_db)
+    assert bad.exit_code == 2 and "--format 'csv': use one of parquet, jsonl" in bad.stderr

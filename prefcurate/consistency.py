@@ -1,0 +1,196 @@
+"""How far the judge agrees with itself: across the two orders of a comparison (swap), across
+repeats (flip rate, Cohen's or Fleiss' kappa, the spread of repeated scores), and the label-noise
+rate that this disagreement implies, with the ``label_smoothing`` it suggests for TRL's robust
+DPO loss.
+
+Counts are grouped in SQL; numpy only sees one row per comparison, so this scales with the store.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from prefcurate.bias import mean, metric
+from prefcurate.store import Store
+
+# Every plain, successful pairwise verdict, said about its two responses in a fixed orientation:
+# x is the lower candidate id, y the other; shown_first names the one shown first; pick the winner.
+VERDICTS = """
+WITH v AS (
+    SELECT judge, rubric_hash, least(candidate_id, candidate_b_id) AS x, greatest(candidate_id, candidate_b_id) AS y,
+           repeat_index,
+           CASE WHEN (pair_order = 'ab') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS shown_first,
+           CASE WHEN winner = 'tie' THEN 'tie' WHEN (winner = 'a') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS pick
+    FROM judgments WHERE mode = 'pairwise' AND probe IS NULL AND status = 'ok'
+)
+"""
+# Both orders of one comparison at one repeat: do they agree?
+SWAP_SQL = VERDICTS + """
+SELECT (count(DISTINCT pick) = 1)::DOUBLE AS agree FROM v
+GROUP BY judge, rubric_hash, x, y, repeat_index HAVING count(DISTINCT shown_first) = 2
+ORDER BY judge, rubric_hash, x, y, repeat_index
+"""
+# One comparison in one order, judged two or more times: how many times each answer was given,
+# and the answers of the first two repeats (for Cohen's kappa).
+REPEAT_SQL = VERDICTS + """
+SELECT count(*) FILTER (WHERE pick = 'x') AS n_x, count(*) FILTER (WHERE pick = 'y') AS n_y,
+       count(*) FILTER (WHERE pick = 'tie') AS n_tie,
+       list(pick ORDER BY repeat_index)[1] AS first, list(pick ORDER BY repeat_index)[2] AS second
+FROM v GROUP BY judge, rubric_hash, x, y, shown_first HAVING count(*) >= 2
+ORDER BY judge, rubric_hash, x, y, shown_first
+"""
+# Every verdict on one comparison, both orders and all repeats: the units of the noise estimate.
+NOISE_SQL = VERDICTS + """
+SELECT count(*) FILTER (WHERE pick = 'x') AS n_x, count(*) FILTER (WHERE pick = 'y') AS n_y,
+       count(*) FILTER (WHERE pick = 'tie') AS n_tie
+FROM v GROUP BY judge, rubric_hash, x, y HAVING count(*) >= 2
+ORDER BY judge, rubric_hash, x, y
+"""
+# Pointwise repeats: each candidate scored two or more times by one judge and rubric, its scores
+# rounded to whole points as the categories of Fleiss' kappa.
+SCORE_REPEATS_SQL = """
+SELECT stddev_samp(overall) AS sd, list(round(overall)::INTEGER ORDER BY repeat_index) AS ratings
+FROM judgments WHERE mode = 'pointwise' AND probe IS NULL AND status = 'ok'
+GROUP BY judge, rubric_hash, candidate_id HAVING count(*) >= 2
+ORDER BY judge, rubric_hash, candidate_id
+"""
+# Pointwise repeats seen through the pairs: the order of chosen and rejected at each repeat.
+PAIR_SIGNS_SQL = """
+SELECT count(*) FILTER (WHERE c.overall > r.overall) AS n_x, count(*) FILTER (WHERE c.overall < r.overall) AS n_y,
+       count(*) FILTER (WHERE c.overall = r.overall) AS n_tie
+FROM pairs pr
+JOIN judgments c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
+JOIN judgments r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
+                AND r.repeat_index = c.repeat_index
+WHERE c.mode = 'pointwise' AND r.mode = 'pointwise' AND c.probe IS NULL AND r.probe IS NULL
+  AND c.status = 'ok' AND r.status = 'ok'
+GROUP BY pr.pair_id HAVING count(*) >= 2
+ORDER BY pr.pair_id
+"""
+
+
+def _disagreement(counts: np.ndarray) -> np.ndarray:
+    """Per unit (rows of n_x, n_y, n_tie): (disagreeing pairs of verdicts, all pairs of verdicts), where
+    x against y counts 1 and a tie against either counts 1/2."""
+    nx, ny, nt = counts[:, 0], counts[:, 1], counts[:, 2]
+    n = nx + ny + nt
+    return np.column_stack([nx * ny + 0.5 * nt * (nx + ny), n * (n - 1) / 2])
+
+
+def _ratio(rows: np.ndarray) -> float:
+    total = rows[:, 1].sum()
+    return float(rows[:, 0].sum() / total) if total else math.nan
+
+
+def flip_probability(disagreement: float | None) -> float | None:
+    """The per-verdict flip probability e that explains a disagreement rate d between two verdicts
+    on the same comparison, if each verdict flips independently: d = 2e(1 - e)."""
+    if disagreement is None:
+        return None
+    return 0.5 * (1 - math.sqrt(max(0.0, 1 - 2 * min(disagreement, 0.5))))
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa from a units x categories matrix of counts, every unit rated the same number of times."""
+    m = counts.sum(axis=1)
+    if len(counts) == 0 or m[0] < 2 or not np.all(m == m[0]):
+        return math.nan
+    m = float(m[0])
+    p_unit = ((counts ** 2).sum(axis=1) - m) / (m * (m - 1))
+    p_cat = counts.sum(axis=0) / counts.sum()
+    p_e = float((p_cat ** 2).sum())
+    return math.nan if p_e >= 1 else float((p_unit.mean() - p_e) / (1 - p_e))
+
+
+def cohen_kappa(first: np.ndarray, second: np.ndarray) -> float:
+    """Cohen's kappa of two raters (here: the first two repeats) over the same units."""
+    if len(first) == 0:
+        return math.nan
+    cats = np.union1d(first, second)
+    p_o = float(np.mean(first == second))
+    p_e = float(sum(np.mean(first == c) * np.mean(second == c) for c in cats))
+    return math.nan if p_e >= 1 else (p_o - p_e) / (1 - p_e)
+
+
+def _kappa(counts: np.ndarray, first: np.ndarray | None = None, second: np.ndarray | None = None) -> tuple[float | None, str | None]:
+    """Cohen's kappa when units have two ratings, else Fleiss' kappa over the units with the most common
+    number of ratings."""
+    if len(counts) == 0:
+        return None, None
+    sizes = counts.sum(axis=1)
+    if first is not None and np.all(sizes == 2):
+        value, method = cohen_kappa(first, second), "cohen"
+    else:
+        common = np.bincount(sizes.astype(int)).argmax()
+        value, method = fleiss_kappa(counts[sizes == common]), "fleiss"
+    return (None if math.isnan(value) else value), method
+
+
+def consistency_metrics(store: Store) -> dict:
+    """swap_consistency, repeat_flip_rate, kappa (with their n), score_sd_mean: see the README."""
+    agree = np.array([r["agree"] for r in store.query(SWAP_SQL)])
+    swap = metric("swap_consistency", agree, mean)
+    out = {"swap_consistency": swap["swap_consistency"], "swap_consistency_ci": swap["swap_consistency_ci"],
+           "n_swap": swap["swap_consistency_n"]}
+
+    # Repeat agreement from pairwise verdicts where there are repeated ones, else from pointwise scores.
+    repeats = store.query(REPEAT_SQL)
+    scores = store.query(SCORE_REPEATS_SQL)
+    if repeats:
+        counts = np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in repeats], dtype=float)
+        flips = (np.count_nonzero(counts, axis=1) > 1).astype(float)
+        kappa, method = _kappa(counts, np.array([r["first"] for r in repeats]), np.array([r["second"] for r in repeats]))
+        source = "pairwise"
+    else:
+        signs = np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in store.query(PAIR_SIGNS_SQL)], dtype=float).reshape(-1, 3)
+        flips = (np.count_nonzero(signs, axis=1) > 1).astype(float)
+        counts = _score_counts([r["ratings"] for r in scores])
+        kappa, method = _kappa(counts, *_first_two([r["ratings"] for r in scores]))
+        source = "pointwise" if len(scores) else None
+    flip = metric("repeat_flip_rate", flips, mean)
+    sd = np.array([r["sd"] for r in scores], dtype=float)
+    out |= {"repeat_flip_rate": flip["repeat_flip_rate"], "repeat_flip_rate_ci": flip["repeat_flip_rate_ci"],
+            "n_repeat": flip["repeat_flip_rate_n"], "kappa": kappa, "kappa_method": method, "repeat_source": source,
+            "score_sd_mean": float(sd.mean()) if len(sd) else None, "n_score_sd": int(len(sd))}
+    return out
+
+
+def _score_counts(ratings: list[list[int]]) -> np.ndarray:
+    if not ratings:
+        return np.empty((0, 0))
+    cats = sorted({x for rs in ratings for x in rs})
+    index = {c: i for i, c in enumerate(cats)}
+    counts = np.zeros((len(ratings), len(cats)))
+    for u, rs in enumerate(ratings):
+        for x in rs:
+            counts[u, index[x]] += 1
+    return counts
+
+
+def _first_two(ratings: list[list[int]]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not ratings:
+        return None, None
+    return np.array([rs[0] for rs in ratings]), np.array([rs[1] for rs in ratings])
+
+
+def noise_estimate(store: Store) -> dict:
+    """The share of the judge's verdicts that are flips of the truth, assuming each verdict flips
+    independently with one probability: estimated from how often two verdicts on the same comparison
+    (other order, other repeat) disagree; pointwise repeats of the pairs are used when there are no
+    pairwise verdicts to compare."""
+    rows = store.query(NOISE_SQL)
+    source = "pairwise"
+    if not rows:
+        rows, source = store.query(PAIR_SIGNS_SQL), "pointwise"
+    if not rows:
+        return {"rate": None, "rate_ci": None, "n": 0, "source": None, "label_smoothing": None, "loss_type": None,
+                "how": "needs repeated verdicts: judge.repeats >= 2, or judge.mode hybrid or pairwise"}
+    units = _disagreement(np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in rows], dtype=float))
+    d = metric("d", units, _ratio)
+    rate = flip_probability(d["d"])
+    ci = [flip_probability(x) for x in d["d_ci"]] if d["d_ci"] else None
+    smoothing = round(min(rate, 0.49), 2) if rate is not None else None
+    return {"rate": rate, "rate_ci": ci, "n": len(rows), "source": source, "disagreement": d["d"],
+            "label_smoothing": smoothing, "loss_type": "robust" if smoothing and smoothing >= 0.01 else "sigmoid"}

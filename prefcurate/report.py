@@ -1,0 +1,205 @@
+"""The audit as tables (the CLI's rich tables, the flow's Prefect markdown artifact) and as one
+self-contained HTML file with inline SVG plots that opens offline (`prefcurate audit --html`).
+
+The tables are built once, here, and each output only renders them.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+from prefcurate.flags import FLAGS
+from prefcurate.store import Store
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[tuple]
+
+
+def fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def interval(ci) -> str:
+    return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def bias_table(metrics: dict) -> Table:
+    """Each bias metric as a row: value, 95% interval, n."""
+    rows = []
+    for section in ("length_bias", "opener_bias", "position_bias"):
+        values = metrics.get(section) or {}
+        for key, value in values.items():
+            if key.endswith("_ci") or key.endswith("_n") or key in {"n", "n_opener_pairs"}:
+                continue
+            n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
+            rows.append((f"{section}.{key}", fmt(value) or "n/a", interval(values.get(f"{key}_ci")), n))
+    return Table("Judge bias", ["metric", "value", "95% interval", "n"], rows)
+
+
+def audit_tables(metrics: dict) -> list[Table]:
+    """Everything `prefcurate audit` prints, in order."""
+    c, noise = metrics["consistency"], metrics["noise_estimate"]
+    tables = [
+        bias_table(metrics),
+        Table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score"],
+              [(k, v["n"], fmt(v.get("mean_shift")), fmt(v.get("flip_rate")), fmt(v.get("mean_score")))
+               for k, v in metrics["probes"].items()]),
+        Table("Consistency", ["metric", "value", "95% interval", "n"], [
+            ("swap_consistency", fmt(c["swap_consistency"]), interval(c["swap_consistency_ci"]), c["n_swap"]),
+            ("repeat_flip_rate", fmt(c["repeat_flip_rate"]), interval(c["repeat_flip_rate_ci"]), c["n_repeat"]),
+            (f"kappa ({c['kappa_method'] or 'no repeats'}, {c['repeat_source'] or '-'})", fmt(c["kappa"]), "", c["n_repeat"]),
+            ("score_sd_mean", fmt(c["score_sd_mean"]), "", c["n_score_sd"]),
+            ("noise_estimate", fmt(noise["rate"]), interval(noise["rate_ci"]), noise["n"]),
+            ("suggested label_smoothing", fmt(noise["label_smoothing"]), noise["loss_type"] or "", ""),
+        ]),
+        Table("Flags", ["flag", "stage", "pairs", "blocks snapshots"],
+              [(flag, FLAGS[flag][0], n, "yes" if flag in metrics["blocking_flags"] else "no")
+               for flag, n in metrics["flags"].items()]),
+        Table("Gates", ["gate", "value", "95% interval", "threshold", "status"],
+              [(k, fmt(g["value"]), interval(g["ci"]), " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
+                g["status"] + (f" (n needed ~{g['n_needed']})" if g.get("n_needed") else ""))
+               for k, g in metrics["gates"].items()]),
+    ]
+    return tables
+
+
+def verdict_line(metrics: dict) -> str:
+    state = "passed" if metrics["passed"] else "FAILED"
+    return (f"audit {metrics['audit_id']}: {state} ({metrics['n_inconclusive']} gate(s) inconclusive); "
+            f"{metrics['n_fit']} of {metrics['n_pairs']} pairs fit for a snapshot")
+
+
+def markdown(metrics: dict) -> str:
+    """The audit summary as markdown (the flow's Prefect artifact)."""
+    out = [f"# prefcurate audit\n\n**{verdict_line(metrics)}**\n"]
+    for t in audit_tables(metrics):
+        out.append(f"## {t.title}\n")
+        out.append("| " + " | ".join(t.columns) + " |")
+        out.append("|" + "---|" * len(t.columns))
+        out.extend("| " + " | ".join(fmt(v).replace("|", "\\|") for v in r) + " |" for r in t.rows)
+        out.append("")
+    return "\n".join(out)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+W, H, PAD = 560, 260, 44
+
+
+def _frame(title: str, body: str, x_label: str, y_label: str) -> str:
+    return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
+            f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}">'
+            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#444"/>'
+            f'<line x1="{PAD}" y1="10" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>'
+            f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle">{html.escape(x_label)}</text>'
+            f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{html.escape(y_label)}</text>'
+            f'{body}</svg></figure>')
+
+
+def _scale(lo: float, hi: float, a: float, b: float):
+    span = (hi - lo) or 1.0
+    return lambda v: a + (v - lo) / span * (b - a)
+
+
+def bars(title: str, labels: list[str], values: list[float], y_label: str,
+         cis: list[list[float] | None] | None = None) -> str:
+    """A bar chart (negative values hang below zero), with 95% interval whiskers when given."""
+    if not values:
+        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">nothing to plot</text>', "", y_label)
+    whiskers = [x for ci in (cis or []) if ci for x in ci]
+    lo, hi = min(0.0, *values, *whiskers), max(0.0, *values, *whiskers)
+    y = _scale(lo, hi if hi > lo else lo + 1, H - PAD, 16)
+    step = (W - PAD - 20) / len(values)
+    body = []
+    for i, (label, v) in enumerate(zip(labels, values)):
+        x = PAD + 6 + i * step
+        top, bottom = sorted((y(v), y(0)))
+        body.append(f'<rect class="bar" x="{x:.1f}" y="{top:.1f}" width="{step * 0.7:.1f}" height="{max(bottom - top, 0.5):.1f}" '
+                    f'fill="#4a7bb7"><title>{html.escape(label)}: {v:.4g}</title></rect>')
+        if cis and cis[i]:
+            cx = x + step * 0.35
+            body.append(f'<line x1="{cx:.1f}" y1="{y(cis[i][0]):.1f}" x2="{cx:.1f}" y2="{y(cis[i][1]):.1f}" stroke="#222"/>')
+        if len(values) <= 12:
+            body.append(f'<text x="{x + step * 0.35:.1f}" y="{H - PAD + 14}" text-anchor="middle" font-size="10">'
+                        f'{html.escape(label)}</text>')
+    body.append(f'<text x="{PAD - 4}" y="{y(hi) + 4:.1f}" text-anchor="end" font-size="10">{hi:.3g}</text>'
+                f'<text x="{PAD - 4}" y="{y(lo) + 4:.1f}" text-anchor="end" font-size="10">{lo:.3g}</text>')
+    return _frame(title, "".join(body), "", y_label)
+
+
+def scatter(title: str, points: list[tuple[float, float]], x_label: str, y_label: str) -> str:
+    if not points:
+        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">nothing to plot</text>', x_label, y_label)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x = _scale(min(xs), max(xs), PAD + 4, W - 14)
+    y = _scale(min(ys), max(ys), H - PAD - 4, 14)
+    dots = "".join(f'<circle class="point" cx="{x(a):.1f}" cy="{y(b):.1f}" r="2.5" fill="#b7604a" fill-opacity="0.6"/>'
+                   for a, b in points)
+    ticks = (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">{min(xs):.0f}</text>'
+             f'<text x="{W - 14}" y="{H - PAD + 14}" text-anchor="end" font-size="10">{max(xs):.0f}</text>'
+             f'<text x="{PAD - 4}" y="{H - PAD}" text-anchor="end" font-size="10">{min(ys):.2g}</text>'
+             f'<text x="{PAD - 4}" y="18" text-anchor="end" font-size="10">{max(ys):.2g}</text>')
+    return _frame(title, dots + ticks, x_label, y_label)
+
+
+# Mean plain pointwise score and length of candidates, a fixed sample for the scatter plot.
+SCORE_LENGTH_SQL = """
+SELECT any_value(candidate_chars) AS chars, avg(overall) AS score
+FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise'
+GROUP BY judge, rubric_hash, candidate_id
+ORDER BY hash(candidate_id) LIMIT ?
+"""
+
+
+def score_length_points(store: Store, limit: int = 2000) -> list[tuple[float, float]]:
+    return [(r["chars"], r["score"]) for r in store.query(SCORE_LENGTH_SQL, [limit])]
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}
+th{background:#f2f2f2}figure{display:inline-block;margin:0 1rem 1rem 0}figcaption{font-weight:600}
+.failed{color:#b00020;font-weight:600}.passed{color:#1b7f3b}svg text{font-size:11px}"""
+
+
+def render_html(metrics: dict, points: list[tuple[float, float]]) -> str:
+    """One HTML file: the verdict, the plots and every table; no scripts, no external resources."""
+    hist = metrics["margins"]["histogram"]
+    probes = [(k, v["mean_shift"], v.get("mean_shift_ci")) for k, v in metrics["probes"].items()
+              if v.get("mean_shift") is not None]
+    flips = [(k, v["flip_rate"], v.get("flip_rate_ci")) for k, v in metrics["probes"].items() if v.get("flip_rate") is not None]
+    plots = [
+        scatter("Score vs length (plain pointwise judgments)", points, "characters", "mean score"),
+        bars("Margin histogram (pairs)", [f"{e:.2g}" for e in hist["edges"][:-1]] if hist else [],
+             [float(c) for c in hist["counts"]] if hist else [], "pairs"),
+        bars("Probe shifts: mean score change of the perturbed rejected response", [p[0] for p in probes],
+             [p[1] for p in probes], "score shift", [p[2] for p in probes]),
+        bars("Probe flip rates", [p[0] for p in flips], [p[1] for p in flips], "flip rate", [p[2] for p in flips]),
+        bars("Flags per stage", list(metrics["flags_by_stage"]), [float(v) for v in metrics["flags_by_stage"].values()],
+             "flagged pairs"),
+        bars("Flags", list(metrics["flags"]), [float(v) for v in metrics["flags"].values()], "pairs"),
+    ]
+    tables = []
+    for t in audit_tables(metrics):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+        body = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>" for r in t.rows)
+        tables.append(f"<h2>{html.escape(t.title)}</h2><table><tr>{head}</tr>{body}</table>")
+    verdict = "passed" if metrics["passed"] else "failed"
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>prefcurate audit {metrics["audit_id"]}</title>'
+            f'<style>{STYLE}</style></head><body><h1>prefcurate audit</h1>'
+            f'<p class="{verdict}">{html.escape(verdict_line(metrics))}</p>'
+            f'<section id="plots">{"".join(plots)}</section>{"".join(tables)}</body></html>\n')
+
+
+def _cell(value) -> str:
+    text = fmt(value)
+    cls = f' class="{text.split()[0]}"' if text.startswith(("failed", "passed")) else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
