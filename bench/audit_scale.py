@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,8 +39,8 @@ FROM range({n}) t(i);
 INSERT INTO candidates (candidate_id, prompt_id, sample_index, text, finish_reason, completion_tokens, generator, run_id)
 SELECT 'c' || i || '_' || k, 'p' || i, k,
        CASE WHEN hash(i, k, 'o') % 7 = 0 THEN 'Certainly! ' ELSE '' END ||
-       array_to_string(list_transform(range(10 + hash(i, k) % 60), lambda j: $words[1 + hash(i, k, j) % {n_words}]), ' '),
-       CASE WHEN hash(i, k, 'f') % 10 = 0 THEN 'length' ELSE 'stop' END, 10 + hash(i, k) % 60, 'bench:gen', 'bench'
+       array_to_string(list_transform(range((10 + hash(i, k) % 60)::BIGINT), lambda j: $words[(1 + hash(i, k, j) % {n_words})::BIGINT]), ' '),
+       CASE WHEN hash(i, k, 'f') % 10 = 0 THEN 'length' ELSE 'stop' END, (10 + hash(i, k) % 60)::INTEGER, 'bench:gen', 'bench'
 FROM range({n}) t(i), range(4) s(k);
 
 INSERT INTO judgments (judgment_id, prompt_id, candidate_id, judge, rubric_hash, mode, repeat_index, overall, status, run_id)
@@ -72,7 +74,17 @@ def rowwise_baseline(store, prompts: list[str]) -> dict:
     import numpy as np
     import pandas as pd
 
-    from prefcurate.features import features
+    from prefcurate.features import DEFAULT_PHRASES, INJECTION, opener_of
+
+    closer, injection, word = (re.compile(DEFAULT_PHRASES.closer_pattern, re.ASCII), re.compile(INJECTION, re.ASCII),
+                               re.compile(r"\w+", re.ASCII))
+
+    def features(text: str) -> SimpleNamespace:
+        words = word.findall(text.lower())
+        grams = list(zip(words, words[1:], words[2:]))
+        return SimpleNamespace(chars=len(text), words=len(words), opener=opener_of(text), closer=closer.search(text.rstrip()),
+                               repetition_ratio=1 - len(set(grams)) / len(grams) if grams else 0.0,
+                               injection_attempt=bool(injection.search(text)))
 
     store.con.register("ids", pd.DataFrame({"prompt_id": prompts}))
     cands = store.con.execute("SELECT c.* FROM candidates c JOIN ids USING (prompt_id)").df()

@@ -4,12 +4,11 @@ and the bias metrics over any preference dataset (`prefcurate audit-dataset`).""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from prefcurate.bias import Pair, dataset_metrics, mean, metric
+from prefcurate.bias import Pair, PairColumns, dataset_metrics, mean, metric
 from prefcurate.config import AuditConfig
 from prefcurate.consistency import consistency_metrics, noise_estimate
 from prefcurate.errors import InputError
@@ -75,7 +74,7 @@ def failure_rates(store: Store) -> dict:
 
 def margin_distribution(store: Store) -> dict:
     """Quantiles of the pairs' margins and a histogram (for the report's plot)."""
-    margins = np.array([m for (m,) in store.con.execute("SELECT margin FROM pairs").fetchall()], dtype=float)
+    margins = store.columns("SELECT margin FROM pairs")["margin"].astype(float)
     if not len(margins):
         return {"n": 0, "quantiles": None, "histogram": None}
     q = dict(zip(("min", "p10", "p25", "p50", "p75", "p90", "max"),
@@ -125,21 +124,46 @@ def _rounded(value):
     return value
 
 
+# Each pair's lengths and openers, from the candidates' features; the length model's coin is a
+# hash of the pair id.
+PAIR_COLUMNS_SQL = """
+SELECT fc.chars::DOUBLE AS chosen_chars, fr.chars::DOUBLE AS rejected_chars, fc.opener IS NOT NULL AS chosen_opener,
+       fr.opener IS NOT NULL AS rejected_opener, hash(pr.pair_id) % 2 = 0 AS a_is_chosen
+FROM pairs pr JOIN candidate_features fc ON fc.candidate_id = pr.chosen_id
+JOIN candidate_features fr ON fr.candidate_id = pr.rejected_id
+ORDER BY pr.pair_id
+"""
+# Within each prompt's group of scored candidates (at least 3, with varying score and length),
+# Spearman's rho: the correlation of average ranks (tied values share the mean of their ranks).
+SPEARMAN_SQL = """
+WITH scored AS (
+    SELECT j.prompt_id, j.candidate_id, avg(j.overall) AS score, any_value(f.chars) AS chars
+    FROM judgments j JOIN candidate_features f USING (candidate_id)
+    WHERE j.status = 'ok' AND j.mode = 'pointwise' AND j.probe IS NULL
+    GROUP BY j.prompt_id, j.candidate_id
+), ranked AS (
+    SELECT prompt_id, score, chars,
+           rank() OVER (PARTITION BY prompt_id ORDER BY score) + (count(*) OVER (PARTITION BY prompt_id, score) - 1) / 2 AS score_rank,
+           rank() OVER (PARTITION BY prompt_id ORDER BY chars) + (count(*) OVER (PARTITION BY prompt_id, chars) - 1) / 2 AS chars_rank
+    FROM scored
+)
+SELECT corr(score_rank, chars_rank) AS rho FROM ranked
+GROUP BY prompt_id HAVING count(*) >= 3 AND max(score) > min(score) AND max(chars) > min(chars)
+ORDER BY prompt_id
+"""
+FIRST_WON_SQL = """
+SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first
+FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie'
+ORDER BY judgment_id
+"""
+
+
 def store_metrics(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> dict:
     """Length, opener and position bias of the stored pairs and judgments."""
     compute_features(store, phrases)
-    pairs = [Pair(r["prompt_id"], r["chosen_text"], r["rejected_text"])
-             for r in store.query("SELECT prompt_id, chosen_text, rejected_text FROM v_pairs ORDER BY pair_id")]
-    groups: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for r in store.query("SELECT prompt_id, candidate_id, avg(overall) AS score, any_value(candidate_chars) AS chars "
-                         "FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise' GROUP BY prompt_id, candidate_id "
-                         "ORDER BY prompt_id, candidate_id"):
-        groups[r["prompt_id"]].append((r["score"], r["chars"]))
-    first_won = [r["first"] for r in store.query(
-        "SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first "
-        "FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie' "
-        "ORDER BY judgment_id")]
-    return dataset_metrics(pairs, groups, first_won, phrases)
+    c = store.columns(PAIR_COLUMNS_SQL)
+    cols = PairColumns(c["chosen_chars"], c["rejected_chars"], c["chosen_opener"], c["rejected_opener"], c["a_is_chosen"])
+    return dataset_metrics(cols, store.columns(SPEARMAN_SQL)["rho"], store.columns(FIRST_WON_SQL)["first"])
 
 
 @dataclass
@@ -211,4 +235,4 @@ def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[
 
 def dataset_audit(path: str, cols: Columns, split: str = "train", phrases: Phrases = DEFAULT_PHRASES) -> dict:
     pairs, n_rows, ties = read_dataset_pairs(path, cols, split)
-    return {"source": path, "n_rows": n_rows, "n_ties": ties, **dataset_metrics(pairs, phrases=phrases)}
+    return {"source": path, "n_rows": n_rows, "n_ties": ties, **dataset_metrics(PairColumns.from_pairs(pairs, phrases))}

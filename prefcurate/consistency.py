@@ -130,7 +130,7 @@ def _kappa(counts: np.ndarray, first: np.ndarray | None = None, second: np.ndarr
 
 def consistency_metrics(store: Store) -> dict:
     """swap_consistency, repeat_flip_rate, kappa (with their n), score_sd_mean: see the README."""
-    agree = np.array([r["agree"] for r in store.query(SWAP_SQL)])
+    agree = store.columns(SWAP_SQL)["agree"]
     swap = metric("swap_consistency", agree, mean)
     out = {"swap_consistency": swap["swap_consistency"], "swap_consistency_ci": swap["swap_consistency_ci"],
            "n_swap": swap["swap_consistency_n"]}
@@ -144,7 +144,7 @@ def consistency_metrics(store: Store) -> dict:
         kappa, method = _kappa(counts, np.array([r["first"] for r in repeats]), np.array([r["second"] for r in repeats]))
         source = "pairwise"
     else:
-        signs = np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in store.query(PAIR_SIGNS_SQL)], dtype=float).reshape(-1, 3)
+        signs = _counts(store.columns(PAIR_SIGNS_SQL))
         flips = (np.count_nonzero(signs, axis=1) > 1).astype(float)
         counts = _score_counts([r["ratings"] for r in scores])
         kappa, method = _kappa(counts, *_first_two([r["ratings"] for r in scores]))
@@ -180,17 +180,21 @@ def noise_estimate(store: Store) -> dict:
     independently with one probability: estimated from how often two verdicts on the same comparison
     (other order, other repeat) disagree; pointwise repeats of the pairs are used when there are no
     pairwise verdicts to compare."""
-    rows = store.query(NOISE_SQL)
-    source = "pairwise"
-    if not rows:
-        rows, source = store.query(PAIR_SIGNS_SQL), "pointwise"
-    if not rows:
+    counts, source = _counts(store.columns(NOISE_SQL)), "pairwise"
+    if not len(counts):
+        counts, source = _counts(store.columns(PAIR_SIGNS_SQL)), "pointwise"
+    if not len(counts):
         return {"rate": None, "rate_ci": None, "n": 0, "source": None, "label_smoothing": None, "loss_type": None,
                 "how": "needs repeated verdicts: judge.repeats >= 2, or judge.mode hybrid or pairwise"}
-    units = _disagreement(np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in rows], dtype=float))
+    units = _disagreement(counts)
     d = metric("d", units, _ratio)
     rate = flip_probability(d["d"])
     ci = [flip_probability(x) for x in d["d_ci"]] if d["d_ci"] else None
     smoothing = round(min(rate, 0.49), 2) if rate is not None else None
-    return {"rate": rate, "rate_ci": ci, "n": len(rows), "source": source, "disagreement": d["d"],
+    return {"rate": rate, "rate_ci": ci, "n": len(counts), "source": source, "disagreement": d["d"],
             "label_smoothing": smoothing, "loss_type": "robust" if smoothing and smoothing >= 0.01 else "sigmoid"}
+
+
+def _counts(columns: dict) -> np.ndarray:
+    """Rows of (n_x, n_y, n_tie)."""
+    return np.column_stack([columns["n_x"], columns["n_y"], columns["n_tie"]]).astype(float).reshape(-1, 3)

@@ -1,19 +1,22 @@
 """Per-candidate features that a biased judge might reward: length, a flattering opener, a
 stock closer, repetition, and text that tries to instruct the judge.
 
-Pure functions of the text, so the same features are computed for the store's candidates
-(`candidate_features`) and for any dataset `audit-dataset` reads.
+They are computed by DuckDB in one statement over every candidate (`candidate_features`), so a
+million candidates take seconds. The patterns are plain regular expressions that Python's `re`
+(ASCII mode) and DuckDB's RE2 read the same way, so `opener_of` finds the same openers in any
+dataset `audit-dataset` reads and in a probe's text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prefcurate.store import Store
+
+FEATURES_VERSION = 2  # part of the key: stored features of an older definition are recomputed
 
 # Matched case-insensitively at the very start, after whitespace and markdown emphasis.
 OPENERS = (
@@ -26,68 +29,69 @@ CLOSERS = (
     "let me know if you need anything else", "feel free to ask", "happy to help further",
     "let me know if you'd like", "i hope this answers your question",
 )
-_LEAD = re.compile(r"^[\s*_#>`~-]*")
 # Text aimed at a judge rather than at the user.
-_INJECTION = re.compile(
-    r"ignore (all |any |the )?(previous |prior |above )?(instructions|rubric|criteria)"
+INJECTION = (
+    r"(?i)ignore (all |any |the )?(previous |prior |above )?(instructions|rubric|criteria)"
     r"|(give|rate|score) (this|the|my) (response|answer)[^.\n]{0,30}\b(10|ten|full marks|highest)"
     r"|as (the|an?) (judge|evaluator|grader)\b|\bdear (judge|evaluator|grader)\b"
-    r"|</?response[^>]*>|\bsystem\s*:\s", re.I)
-_WORD = re.compile(r"\w+")
+    r"|</?response[^>]*>|\bsystem\s*:\s"
+)
 
 
 class Phrases:
-    """The opener and closer lists, compiled; `audit.openers` and `audit.closers` in a config replace them."""
+    """The opener and closer lists as patterns; `audit.openers` and `audit.closers` in a config replace them."""
 
     def __init__(self, openers: tuple[str, ...] | list[str] = OPENERS, closers: tuple[str, ...] | list[str] = CLOSERS):
         self.openers, self.closers = tuple(o.lower() for o in openers), tuple(c.lower() for c in closers)
         longest_first = sorted(self.openers, key=len, reverse=True)
-        self.opener = re.compile(r"(" + "|".join(map(re.escape, longest_first)) + r")(?![a-z])", re.I) if openers else None
-        self.closer = re.compile(r"(" + "|".join(map(re.escape, self.closers)) + r")[\s\S]{0,80}$", re.I) if closers else None
-        self.key = hashlib.sha256(repr((self.openers, self.closers)).encode()).hexdigest()[:16]
+        # None: an empty list, which matches nothing.
+        self.opener_pattern = (r"(?i)^[\s*_#>`~-]*(" + "|".join(map(re.escape, longest_first)) + r")(?:[^a-z]|$)"
+                               if openers else None)
+        self.closer_pattern = r"(?i)(" + "|".join(map(re.escape, self.closers)) + r")[\s\S]{0,80}$" if closers else None
+        self.opener = re.compile(self.opener_pattern, re.ASCII) if self.opener_pattern else None
+        self.key = hashlib.sha256(repr((FEATURES_VERSION, self.openers, self.closers)).encode()).hexdigest()[:16]
 
 
 DEFAULT_PHRASES = Phrases()
 
 
-@dataclass(frozen=True)
-class Features:
-    chars: int
-    words: int
-    opener: str | None  # the opener phrase matched, lower-cased
-    closer: str | None
-    repetition_ratio: float  # share of word trigrams that repeat an earlier one
-    injection_attempt: bool
-
-
 def opener_of(text: str, phrases: Phrases = DEFAULT_PHRASES) -> str | None:
-    m = phrases.opener.match(_LEAD.sub("", text)) if phrases.opener else None
+    """The opener phrase ``text`` starts with, lower-cased, or None."""
+    m = phrases.opener.match(text) if phrases.opener else None
     return m.group(1).lower() if m else None
 
 
-def closer_of(text: str, phrases: Phrases = DEFAULT_PHRASES) -> str | None:
-    m = phrases.closer.search(text.rstrip()) if phrases.closer else None
-    return m.group(1).lower() if m else None
+# A text's shingles: the distinct hashes of its word trigrams (of its words, when it has fewer
+# than three), its words being the runs of ASCII word characters of the lower-cased text.
+WORDS = "regexp_extract_all(lower({0}), '\\w+')"
+SHINGLES = """CASE WHEN len({0}) < 3 THEN list_distinct(list_transform({0}, lambda x: hash(x)))
+    ELSE list_distinct(list_transform(range(1, len({0}) - 1), lambda i: hash({0}[i], {0}[i + 1], {0}[i + 2]))) END"""
 
-
-def repetition_ratio(text: str) -> float:
-    words = [w.lower() for w in _WORD.findall(text)]
-    grams = list(zip(words, words[1:], words[2:]))
-    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
-
-
-def features(text: str, phrases: Phrases = DEFAULT_PHRASES) -> Features:
-    return Features(chars=len(text), words=len(_WORD.findall(text)), opener=opener_of(text, phrases),
-                    closer=closer_of(text, phrases), repetition_ratio=repetition_ratio(text),
-                    injection_attempt=bool(_INJECTION.search(text)))
+# chars, words, opener and closer (lower-cased, NULL for none), repetition_ratio (the share of word
+# trigrams that repeat an earlier one) and injection_attempt.
+FEATURES_SQL = f"""
+INSERT INTO candidate_features (candidate_id, chars, words, opener, closer, repetition_ratio, injection_attempt, phrases_key)
+SELECT candidate_id, length(text), len(w),
+       nullif(lower(regexp_extract(text, $opener, 1)), ''),
+       nullif(lower(regexp_extract(regexp_replace(text, '\\s+$', ''), $closer, 1)), ''),
+       CASE WHEN len(w) < 3 THEN 0.0 ELSE 1 - len({SHINGLES.format("w")}) / (len(w) - 2) END,
+       regexp_matches(text, $injection),
+       $key
+FROM (SELECT candidate_id, text, {WORDS.format("text")} AS w FROM candidates
+      WHERE candidate_id NOT IN (SELECT candidate_id FROM candidate_features WHERE phrases_key = $key))
+ON CONFLICT (candidate_id) DO UPDATE SET
+    chars = excluded.chars, words = excluded.words, opener = excluded.opener, closer = excluded.closer,
+    repetition_ratio = excluded.repetition_ratio, injection_attempt = excluded.injection_attempt,
+    phrases_key = excluded.phrases_key
+"""
 
 
 def compute_features(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> int:
     """Store the features of every candidate that has none yet, or that has features computed with
     other opener/closer lists; return how many were (re)computed."""
-    rows = store.query("SELECT candidate_id, text FROM candidates WHERE candidate_id NOT IN "
-                       "(SELECT candidate_id FROM candidate_features WHERE phrases_key = ?)", [phrases.key])
-    store.insert("candidate_features", [{"candidate_id": r["candidate_id"], **asdict(features(r["text"], phrases)),
-                                         "phrases_key": phrases.key} for r in rows],
-                 replace_if=f"candidate_features.phrases_key IS DISTINCT FROM '{phrases.key}'", key="candidate_id")
-    return len(rows)
+    todo = store.scalar("SELECT count(*) FROM candidates WHERE candidate_id NOT IN "
+                        "(SELECT candidate_id FROM candidate_features WHERE phrases_key = ?)", [phrases.key])
+    if todo:
+        store.con.execute(FEATURES_SQL, {"opener": phrases.opener_pattern, "closer": phrases.closer_pattern,
+                                         "injection": INJECTION, "key": phrases.key})
+    return todo

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
+from prefcurate.features import SHINGLES, WORDS
+
 if TYPE_CHECKING:
     from prefcurate.config import AuditConfig
     from prefcurate.store import Store
@@ -27,7 +29,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "contradiction": ("pairs", "another pair has the same normalised prompt and responses, the other way round"),
     "duplicate": ("generate", "chosen and rejected are equal once normalised, or their word-trigram Jaccard "
                               "similarity reaches audit.duplicate_jaccard"),
-    "degenerate": ("generate", "a response is empty, cut off at the token limit, or a repetition loop"),
+    "degenerate": ("generate", "a response has no words, was cut off at the token limit, or is a repetition loop"),
     "injection_attempt": ("generate", "a response contains text aimed at the judge (\"ignore the rubric\", ...)"),
 }
 assert set(FLAGS) == set(get_args(Flag))
@@ -36,26 +38,37 @@ assert set(FLAGS) == set(get_args(Flag))
 # pairs.min_margin, and a stricter cut is a choice, not a defect.
 DEFAULT_BLOCKING: tuple[str, ...] = tuple(f for f in FLAGS if f != "low_margin")
 
-# Lower case, whitespace collapsed: what "the same text" means for duplicates and contradictions.
-NORMALISE = "lower(regexp_replace(trim({0}), '\\s+', ' ', 'g'))"
-# The distinct word trigrams of a normalised text (its words, when it has fewer than three).
-SHINGLES = """CASE WHEN len({0}) < 3 THEN list_distinct({0}) ELSE list_distinct(list_transform(range(1, len({0}) - 1),
-    lambda i: {0}[i] || ' ' || {0}[i + 1] || ' ' || {0}[i + 2])) END"""
+# Lower-cased and trimmed: what "the same text" means for duplicates and contradictions (texts that
+# differ in inner whitespace still meet as duplicates: their word trigrams are the same).
+NORMALISE = "lower(trim({0}))"
+# How many distinct shingles a candidate has, from its features. Jaccard similarity can reach t only
+# when the smaller set is at least t times the larger, so only such pairs are compared (the 1 is
+# slack for the rounding of repetition_ratio).
+SHINGLE_COUNT = "CASE WHEN {0}.words < 3 THEN NULL ELSE round(({0}.words - 2) * (1 - {0}.repetition_ratio)) END"
 
 FLAGS_SQL = """
 CREATE OR REPLACE TEMP TABLE audit_flags AS
 WITH pj AS (SELECT * FROM v_pair_judgments),
-texts AS (
-    SELECT pr.pair_id, pr.margin, {norm_prompt} AS prompt, {norm_chosen} AS chosen, {norm_rejected} AS rejected
+alike AS (  -- pairs whose two sides may be near-duplicates, by their shingle counts
+    SELECT pr.pair_id, {norm_chosen} = {norm_rejected} AS same, {words_c} AS wc, {words_r} AS wr
+    FROM pairs pr
+    JOIN candidate_features fc ON fc.candidate_id = pr.chosen_id
+    JOIN candidate_features fr ON fr.candidate_id = pr.rejected_id
+    JOIN candidates ch ON ch.candidate_id = pr.chosen_id JOIN candidates rj ON rj.candidate_id = pr.rejected_id
+    WHERE {count_c} IS NULL OR {count_r} IS NULL
+       OR least({count_c}, {count_r}) >= $duplicate_jaccard * greatest({count_c}, {count_r}) - 1
+),
+shingled AS (SELECT pair_id, same, {shingles_c} AS sc, {shingles_r} AS sr FROM alike),
+shared_prompts AS (  -- pairs whose normalised prompt has other pairs: only they can contradict one another
+    SELECT pr.pair_id, hash({norm_prompt}) AS prompt
     FROM pairs pr JOIN prompts p USING (prompt_id)
+    QUALIFY count(*) OVER (PARTITION BY hash({norm_prompt})) > 1
+),
+keyed AS (
+    SELECT s.pair_id, s.prompt, hash({norm_chosen}) AS chosen, hash({norm_rejected}) AS rejected
+    FROM shared_prompts s JOIN pairs pr USING (pair_id)
     JOIN candidates ch ON ch.candidate_id = pr.chosen_id JOIN candidates rj ON rj.candidate_id = pr.rejected_id
 ),
-words AS (
-    SELECT pair_id, chosen = rejected AS same, regexp_extract_all(chosen, '\\w+') AS wc,
-           regexp_extract_all(rejected, '\\w+') AS wr
-    FROM texts
-),
-shingled AS (SELECT pair_id, same, {shingles_c} AS sc, {shingles_r} AS sr FROM words),
 swap_by_repeat AS (
     SELECT pair_id, 'repeat ' || repeat_index || ': chosen shown first -> ' || any_value(prefers) FILTER (pair_order = 'ab')
            || ', rejected shown first -> ' || any_value(prefers) FILTER (pair_order = 'ba') AS detail
@@ -70,10 +83,16 @@ pairwise_repeats AS (
     GROUP BY pair_id, pair_order
     HAVING count(*) >= 2 AND count(DISTINCT prefers) > 1
 ),
+repeated AS (  -- candidates scored more than once: only their pairs can flip across repeats
+    SELECT candidate_id, judge, rubric_hash FROM judgments
+    WHERE mode = 'pointwise' AND probe IS NULL AND status = 'ok' AND repeat_index > 0
+    GROUP BY ALL
+),
 pointwise_repeats AS (
     SELECT pr.pair_id, 'pointwise: chosen scored above the rejected in ' || count(*) FILTER (WHERE c.overall > r.overall)
            || ' of ' || count(*) || ' repeats' AS detail
     FROM pairs pr
+    SEMI JOIN repeated rc ON rc.candidate_id = pr.chosen_id AND rc.judge = pr.judge AND rc.rubric_hash = pr.rubric_hash
     JOIN judgments c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
     JOIN judgments r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
                     AND r.repeat_index = c.repeat_index
@@ -83,31 +102,34 @@ pointwise_repeats AS (
     HAVING count(*) >= 2 AND count(DISTINCT sign(c.overall - r.overall)) > 1
 ),
 verdicts AS (SELECT * FROM v_pair_verdicts),
+failed_scores AS (
+    SELECT candidate_id, judge, rubric_hash, status, error FROM judgments
+    WHERE status <> 'ok' AND mode = 'pointwise' AND probe IS NULL
+),
 failures AS (
     SELECT pair_id, status, error FROM pj WHERE status <> 'ok'
     UNION ALL
-    SELECT pr.pair_id, j.status, j.error
-    FROM pairs pr JOIN judgments j ON j.candidate_id IN (pr.chosen_id, pr.rejected_id)
-     AND j.judge = pr.judge AND j.rubric_hash = pr.rubric_hash AND j.mode = 'pointwise' AND j.probe IS NULL
-    WHERE j.status <> 'ok'
+    SELECT pr.pair_id, f.status, f.error
+    FROM pairs pr JOIN failed_scores f ON f.candidate_id = pr.chosen_id AND f.judge = pr.judge AND f.rubric_hash = pr.rubric_hash
+    UNION ALL
+    SELECT pr.pair_id, f.status, f.error
+    FROM pairs pr JOIN failed_scores f ON f.candidate_id = pr.rejected_id AND f.judge = pr.judge AND f.rubric_hash = pr.rubric_hash
+),
+sides AS (
+    SELECT pair_id, 'chosen' AS side, chosen_id AS candidate_id FROM pairs
+    UNION ALL
+    SELECT pair_id, 'rejected', rejected_id FROM pairs
 ),
 degenerate AS (
-    SELECT pr.pair_id, side, CASE WHEN trim(c.text) = '' THEN 'empty'
-                                  WHEN c.finish_reason = 'length' THEN 'cut off at the token limit'
-                                  ELSE 'repetition loop (' || round(100 * f.repetition_ratio)::INTEGER || '% of word trigrams repeat)'
-                             END AS why
-    FROM pairs pr
-    CROSS JOIN (VALUES ('chosen'), ('rejected')) s(side)
-    JOIN candidates c ON c.candidate_id = CASE side WHEN 'chosen' THEN pr.chosen_id ELSE pr.rejected_id END
-    JOIN candidate_features f ON f.candidate_id = c.candidate_id
-    WHERE trim(c.text) = '' OR c.finish_reason = 'length' OR (f.words >= 12 AND f.repetition_ratio >= $repetition_max)
+    SELECT s.pair_id, s.side, CASE WHEN f.words = 0 THEN 'empty (no words)'
+                                   WHEN c.finish_reason = 'length' THEN 'cut off at the token limit'
+                                   ELSE 'repetition loop (' || round(100 * f.repetition_ratio)::INTEGER || '% of word trigrams repeat)'
+                              END AS why
+    FROM sides s JOIN candidate_features f USING (candidate_id) JOIN candidates c USING (candidate_id)
+    WHERE f.words = 0 OR c.finish_reason = 'length' OR (f.words >= 12 AND f.repetition_ratio >= $repetition_max)
 ),
 injections AS (
-    SELECT pr.pair_id, side
-    FROM pairs pr
-    CROSS JOIN (VALUES ('chosen'), ('rejected')) s(side)
-    JOIN candidate_features f ON f.candidate_id = CASE side WHEN 'chosen' THEN pr.chosen_id ELSE pr.rejected_id END
-    WHERE f.injection_attempt
+    SELECT s.pair_id, s.side FROM sides s JOIN candidate_features f USING (candidate_id) WHERE f.injection_attempt
 )
 SELECT pair_id, 'swap_inconsistent' AS flag, string_agg(detail, '; ' ORDER BY detail) AS detail
 FROM swap_by_repeat GROUP BY pair_id
@@ -125,16 +147,17 @@ SELECT pair_id, 'judge_failure', count(*) || ' failed: ' || string_agg(DISTINCT 
 FROM failures GROUP BY pair_id
 UNION ALL
 SELECT pair_id, 'low_margin', 'margin ' || round(margin, 3) || ' < ' || $low_margin
-FROM texts WHERE margin < $low_margin
+FROM pairs WHERE margin < $low_margin
 UNION ALL
 SELECT a.pair_id, 'contradiction', 'pair ' || min(b.pair_id) || ' prefers the other response'
-FROM texts a JOIN texts b ON a.prompt = b.prompt AND a.chosen = b.rejected AND a.rejected = b.chosen
+FROM keyed a JOIN keyed b ON a.prompt = b.prompt AND a.chosen = b.rejected AND a.rejected = b.chosen
 WHERE a.pair_id <> b.pair_id
 GROUP BY a.pair_id
 UNION ALL
 SELECT pair_id, 'duplicate', CASE WHEN same THEN 'equal once normalised'
                                   ELSE 'word-trigram Jaccard ' || round(jaccard, 3) END
-FROM (SELECT pair_id, same, len(list_intersect(sc, sr)) / nullif(len(list_distinct(list_concat(sc, sr))), 0) AS jaccard
+FROM (SELECT pair_id, same, (len(sc) + len(sr) - len(list_distinct(list_concat(sc, sr)))) -- |A and B| = |A| + |B| - |A or B|
+                             / nullif(len(list_distinct(list_concat(sc, sr))), 0) AS jaccard
       FROM shingled)
 WHERE same OR jaccard >= $duplicate_jaccard
 UNION ALL
@@ -145,7 +168,9 @@ SELECT pair_id, 'injection_attempt', string_agg(side, ' and ' ORDER BY side) || 
 FROM injections GROUP BY pair_id
 """.format(
     norm_prompt=NORMALISE.format("p.prompt_text"), norm_chosen=NORMALISE.format("ch.text"),
-    norm_rejected=NORMALISE.format("rj.text"), shingles_c=SHINGLES.format("wc"), shingles_r=SHINGLES.format("wr"),
+    norm_rejected=NORMALISE.format("rj.text"), count_c=SHINGLE_COUNT.format("fc"), count_r=SHINGLE_COUNT.format("fr"),
+    words_c=WORDS.format("ch.text"), words_r=WORDS.format("rj.text"),
+    shingles_c=SHINGLES.format("wc"), shingles_r=SHINGLES.format("wr"),
 )
 
 

@@ -127,6 +127,11 @@ class Store:
         cols = [d[0] for d in cur.description] if cur.description else []
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    def columns(self, sql: str, params: Sequence[Any] | dict | None = None) -> dict[str, Any]:
+        """Run a statement and return its columns as numpy arrays: for large results, where a dict
+        per row would cost more than the query."""
+        return self.con.execute(sql, params or []).fetchnumpy()
+
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0][0] if rows else None
