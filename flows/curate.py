@@ -24,19 +24,22 @@ from prefcurate.audit import full_audit  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
-from prefcurate.prompts import import_prompts  # noqa: E402
+from prefcurate.prompts import import_prompts, shard_prompt_ids  # noqa: E402
 from prefcurate.report import markdown, verdict_line  # noqa: E402
 from prefcurate.store import new_run_id, open_store  # noqa: E402
 
 
 # Tasks take the store's path, never an open connection; each opens its own.
 @task(name="prompts", cache_policy=NO_CACHE)
-def prompts_task(db: str, cfg: Config, run_id: str) -> tuple[list[str] | None, dict]:
+def prompts_task(db: str, cfg: Config, run_id: str, shard: tuple[int, int] | None) -> tuple[list[str] | None, dict]:
     if cfg.prompts.path is None:
-        get_run_logger().info("prompts.path not set: using every prompt already in the store")
-        return None, {}
+        get_run_logger().info("prompts.path not set: using every prompt already in the store (of this shard)")
+        if shard is None:
+            return None, {}
+        with open_store(db) as store:
+            return shard_prompt_ids(store, shard), {}
     with open_store(db) as store:
-        stats = import_prompts(store, cfg.prompts.path, run_id, cfg.prompts.split, cfg.prompts.limit)
+        stats = import_prompts(store, cfg.prompts.path, run_id, cfg.prompts.split, cfg.prompts.limit, shard)
     get_run_logger().info("prompts: %s", stats.as_dict())
     return stats.prompt_ids, stats.as_dict()
 
@@ -91,16 +94,17 @@ def audit_task(db: str, cfg: Config, run_id: str) -> dict:
 
 
 @flow(name="prefcurate-curate")
-def curate(config_path: str, db: str, show_progress: bool = False) -> dict:
-    """Run every stage that has work to do; return the run id and each stage's counts."""
+def curate(config_path: str, db: str, show_progress: bool = False, shard: tuple[int, int] | None = None) -> dict:
+    """Run every stage that has work to do (for the prompts of ``shard`` i of n, if given); return
+    the run id and each stage's counts."""
     cfg = load_config(config_path)
     load_rubric(cfg.judge.rubric)  # a bad rubric fails before any model is loaded
     run_id = new_run_id()
     stats: dict[str, dict] = {}
     # The run is recorded once its prompts validated: a refused input file leaves the store as it was.
-    prompt_ids, stats["prompts"] = prompts_task(db, cfg, run_id)
+    prompt_ids, stats["prompts"] = prompts_task(db, cfg, run_id, shard)
     with open_store(db) as store:
-        store.start_run("run", cfg.model_dump(mode="json"), run_id)
+        store.start_run("run", cfg.model_dump(mode="json") | ({"shard": list(shard)} if shard else {}), run_id)
     try:
         stats["generate"] = generate_task(db, cfg, prompt_ids, run_id, show_progress)
         stats["judge"] = judge_task(db, cfg, prompt_ids, run_id, show_progress)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefcurate.config import load_yaml_model
 from prefcurate.ids import content_id
@@ -51,15 +51,16 @@ class Rubric(_Strict):
     reference_key: str | None = Field("reference", description="Prompt metadata key whose value, if present, is "
                                       "shown to the judge as a reference answer (None: never).")
 
-    @model_validator(mode="after")
-    def _weights(self) -> Rubric:
-        names = [c.name for c in self.criteria]
+    @field_validator("criteria")
+    @classmethod
+    def _weights(cls, criteria: list[Criterion]) -> list[Criterion]:
+        names = [c.name for c in criteria]
         if len(set(names)) != len(names):
             raise ValueError(f"criterion names must be unique, got {names}")
-        total = sum(c.weight for c in self.criteria)
+        total = sum(c.weight for c in criteria)
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"criteria weights sum to {total:g}; make them sum to 1")
-        return self
+            raise ValueError(f"the weights sum to {total:g}; make them sum to 1")
+        return criteria
 
     @cached_property  # computed once: it is part of every judgment's id
     def hash(self) -> str:

@@ -47,28 +47,53 @@ def errors_to_exit(fn):
 @app.command()
 @errors_to_exit
 def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")], db: Db = None,
-        quiet: Quiet = False) -> None:
-    """Run the curation flow: prompts, generate, judge, pairs (each does only what is missing)."""
+        quiet: Quiet = False,
+        shard: Annotated[str | None, typer.Option(
+            help="i/n: only the prompts whose id hashes to shard i of n, into a store of its own "
+                 "(default data/prefcurate.shard-i-of-n.duckdb); `prefcurate merge` joins the shards.")] = None) -> None:
+    """Run the curation flow: prompts, generate, judge, pairs, probes, audit (each does only what is missing)."""
     from judge.rubric import load_rubric
     from prefcurate.config import load_config
+    from prefcurate.ids import parse_shard
 
     # Bad input fails here, in a second, before Prefect or a model starts.
     load_rubric(load_config(config).judge.rubric)
+    shard_of = parse_shard(shard) if shard else None
 
     from flows.curate import curate
     from prefcurate.generate.vllm_backend import shutdown_engines
     from prefcurate.store import open_store, resolve_db_path
 
-    path = str(resolve_db_path(db))
+    path = resolve_db_path(db)
+    if shard_of and db is None:
+        path = path.with_name(f"{path.stem}.shard-{shard_of[0]}-of-{shard_of[1]}{path.suffix}")
+    path = str(path)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bars say what matters
     try:
-        result = curate(config, path, show_progress=not quiet)
+        result = curate(config, path, show_progress=not quiet, shard=shard_of)
     finally:
         shutdown_engines()
     rows = [(stage, ", ".join(f"{k}={v}" for k, v in s.items())) for stage, s in result["stats"].items()]
     print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
     with open_store(path) as store:
         print_counts(store.counts())
+
+
+@app.command()
+@errors_to_exit
+def merge(stores: Annotated[list[str], typer.Argument(help="Shard stores to merge, e.g. data/prefcurate.shard-*.duckdb.")],
+          db: Db = None) -> None:
+    """Merge shard stores into one (--db); merging the same shards again adds nothing."""
+    from prefcurate.merge import merge_stores
+    from prefcurate.store import open_store
+
+    with open_store(db) as store, store.transaction():
+        run_id = store.start_run("merge", {"stores": stores})
+        added = merge_stores(store, stores)
+        store.finish_run(run_id, {"merge": added})
+        counts = store.counts()
+    print_table("Merged", ["table", "new rows"], list(added.items()))
+    print_counts(counts)
 
 
 def _recorded_import(db: str | None, kind: str, file: str, importer) -> dict:

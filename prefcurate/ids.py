@@ -39,3 +39,21 @@ def judgment_id(candidate_id: str, judge: str, rubric_hash: str, mode: str = "po
     and rubric, in which mode, order and repeat, and under which probe."""
     return content_id("judgment", candidate_id, candidate_b_id, judge, rubric_hash, mode, pair_order,
                       repeat_index, probe)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/n" -> (i, n), with 0 <= i < n."""
+    from prefcurate.errors import PrefcurateError
+
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise PrefcurateError(f"--shard {text!r}: give it as i/n, e.g. 0/4 for the first of four shards") from None
+    if not 0 <= i < n:
+        raise PrefcurateError(f"--shard {text}: i must be in 0..{n - 1} for n = {n}")
+    return i, n
+
+
+def in_shard(prompt_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a prompt belongs to shard i of n (by a hash of its id); every prompt when no shard."""
+    return shard is None or int(hashlib.sha256(f"shard:{prompt_id}".encode()).hexdigest()[:12], 16) % shard[1] == shard[0]

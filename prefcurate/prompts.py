@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prefcurate.errors import InputError
-from prefcurate.ids import canonical_json, content_id
+from prefcurate.ids import canonical_json, content_id, in_shard
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
@@ -34,6 +34,7 @@ class PromptStats(StageStats):
     read: int = 0
     new: int = 0
     duplicates: int = 0
+    other_shards: int = 0  # valid prompts left to the other shards (`run --shard i/n`)
     prompt_ids: list[str] = field(default_factory=list, repr=False, metadata={"summary": False})
 
 
@@ -146,9 +147,11 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
 
 
 def import_prompts(store: Store, source: str, run_id: str | None = None, split: str = "train",
-                   limit: int | None = None) -> PromptStats:
-    """Validate ``source`` and store the prompts not already there."""
+                   limit: int | None = None, shard: tuple[int, int] | None = None) -> PromptStats:
+    """Validate all of ``source``, then store the prompts (of ``shard``, if given) not already there."""
     prompts, n_read = load_prompts(source, split, limit)
+    distinct = len(prompts)
+    prompts = [p for p in prompts if in_shard(p.prompt_id, shard)]
     new = store.insert("prompts", [
         {
             "prompt_id": p.prompt_id,
@@ -161,7 +164,14 @@ def import_prompts(store: Store, source: str, run_id: str | None = None, split: 
         }
         for p in prompts
     ])
-    return PromptStats(read=n_read, new=new, duplicates=n_read - len(prompts), prompt_ids=[p.prompt_id for p in prompts])
+    return PromptStats(read=n_read, new=new, duplicates=n_read - distinct, other_shards=distinct - len(prompts),
+                       prompt_ids=[p.prompt_id for p in prompts])
+
+
+def shard_prompt_ids(store: Store, shard: tuple[int, int]) -> list[str]:
+    """The ids of the stored prompts that belong to ``shard``."""
+    return [pid for (pid,) in store.con.execute("SELECT prompt_id FROM prompts ORDER BY prompt_id").fetchall()
+            if in_shard(pid, shard)]
 
 
 def prompt_messages(store: Store, prompt_ids: list[str] | None = None) -> dict[str, list[dict[str, str]]]:

@@ -83,6 +83,6 @@ def test_the_flow_audits_and_publishes_a_markdown_artifact(pipeline_store, prefe
     assert json.loads(run["stats"])["audit"]["audit_id"] == audit["audit_id"]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["prefcurate-audit"])))
-    assert artifacts and artifacts[0].type == "markdown"
-    text = artifacts[0].data
-    assert f"audit {audit['audit_id']}" in text and "| swap_consistency |" in text and "## Flags" in text
+    ours = [a for a in artifacts if f"audit {audit['audit_id']}" in a.data]  # other tests' flows publish theirs too
+    assert ours and ours[0].type == "markdown"
+    assert "| swap_consistency |" in ours[0].data and "## Flags" in ours[0].data

@@ -87,3 +87,18 @@ def test_import_candidates_bad_line(cli, tmp_path, db):
     with Store(db) as store:
         assert store.scalar("SELECT count(*) FROM candidates") == 0
 
+
+
+def test_a_prompt_longer_than_the_context_is_skipped_with_a_recorded_reason(tmp_path, tiny_model):
+    cfg = GeneratorConfig(backend="vllm", n=2, max_tokens=8, **model_settings(tiny_model))
+    with Store(tmp_path / "long.duckdb") as store:
+        ids = _prompts(store, tmp_path, ["Say hello.", "word " * 4000])
+        stats = generate(store, cfg, ids, run_id="r1")
+        assert (stats.generated, stats.skipped_too_long, stats.failed) == (1, 1, 0)
+        skip = store.query("SELECT * FROM skips")[0]
+        assert skip["stage"] == "generate" and skip["run_id"] == "r1" and skip["generator"] == f"vllm:{tiny_model}"
+        assert f"the model's context {cfg.max_model_len} (generator.max_model_len)" in skip["reason"]
+        assert store.counts()["prompts skipped"] == 1 and store.counts()["candidates"] == 2
+        # A rerun tries it again (the context may have grown), skips it again, and stores it once.
+        assert generate(store, cfg, ids, run_id="r2").skipped_too_long == 1
+        assert store.scalar("SELECT count(*) FROM skips") == 1

@@ -103,7 +103,7 @@ def test_rubric_errors(tmp_path):
     bad = tmp_path / "r.yaml"
     bad.write_text("name: x\ninstructions: judge\ncriteria:\n  - {name: a, weight: 0.5, description: d}\n"
                    "  - {name: b, weight: 0.2, description: d}\n")
-    with pytest.raises(ConfigError, match="criteria weights sum to 0.7; make them sum to 1"):
+    with pytest.raises(ConfigError, match="criteria: the weights sum to 0.7; make them sum to 1"):
         load_rubric(bad)
     with pytest.raises(ConfigError, match="rubric YAML file"):
         load_rubric(tmp_path / "missing.yaml")

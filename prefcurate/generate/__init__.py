@@ -31,6 +31,7 @@ class GenerateStats(StageStats):
     generated: int = 0
     candidates_new: int = 0
     failed: int = 0
+    skipped_too_long: int = 0  # prompts that fill the model's context: recorded in `skips`, not sent
     first_error: str | None = None
 
 
@@ -94,8 +95,12 @@ def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = 
     with track(len(todo), f"generating {cfg.n} per prompt", show_progress) as progress:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid)) for pid in chunk]
-            results = generator.generate(requests)
+            skips = _too_long(generator, chunk, messages, run_id)
+            stats.skipped_too_long += len(skips)
+            store.insert("skips", skips)
+            requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid))
+                        for pid in chunk if pid not in {s["prompt_id"] for s in skips}]
+            results = generator.generate(requests) if requests else []
             for r in results:
                 if r.error:  # nothing stored: the next run asks again
                     log.warning("generate: prompt %s failed: %s", r.prompt_id, r.error)
@@ -104,9 +109,21 @@ def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = 
             rows = [row for r in ok for row in _candidate_rows(r, generator.name, params, run_id)]
             stats.candidates_new += store.insert("candidates", rows)
             stats.generated += len(ok)
-            stats.failed += len(chunk) - len(ok)
+            stats.failed += len(requests) - len(ok)
             progress.advance(len(chunk))
     return stats
+
+
+def _too_long(generator, prompt_ids: list[str], messages: dict, run_id: str | None) -> list[dict]:
+    """`skips` rows for the prompts the generator cannot take (backends that know their context)."""
+    check = getattr(generator, "too_long", None)
+    rows = []
+    for pid in prompt_ids if check else []:
+        if reason := check(messages[pid]):
+            log.warning("generate: prompt %s skipped: %s", pid, reason)
+            rows.append({"prompt_id": pid, "stage": "generate", "generator": generator.name, "reason": reason,
+                         "run_id": run_id})
+    return rows
 
 
 @dataclass

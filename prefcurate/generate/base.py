@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prefcurate.config import LocalModelConfig
+
 
 @dataclass
 class GenRequest:
@@ -26,3 +28,21 @@ class GenResult:
     prompt_tokens: int | None
     latency_s: float
     error: str | None = None  # set when the request failed after the backend's own retries
+
+
+def context_length(cfg: LocalModelConfig) -> int:
+    """The context a local model runs with: ``max_model_len`` if set, else the model's own."""
+    if cfg.max_model_len is not None:
+        return cfg.max_model_len
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(cfg.model), "max_position_embeddings", 8192)
+
+
+def overflow(tokenizer, messages: list[dict[str, str]], limit: int) -> str | None:
+    """Why a prompt cannot be generated from (its chat-formatted tokens fill the context), or None."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    n = len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    if n >= limit:
+        return f"prompt is {n} tokens, the model's context {limit} (generator.max_model_len): nothing left to generate"
+    return None

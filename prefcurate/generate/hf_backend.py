@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from prefcurate.config import GeneratorConfig, LocalModelConfig
-from prefcurate.generate.base import GenRequest, GenResult, Sample
+from prefcurate.generate.base import GenRequest, GenResult, Sample, context_length, overflow
 
 _MODELS: dict[tuple, tuple] = {}
 
@@ -29,6 +29,9 @@ class HFGenerator:
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
         self.name = f"transformers:{cfg.model}"
+
+    def too_long(self, messages: list[dict[str, str]]) -> str | None:
+        return overflow(get_model(self.cfg)[0], messages, context_length(self.cfg))
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         import torch

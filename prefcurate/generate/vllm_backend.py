@@ -8,7 +8,7 @@ import time
 
 from prefcurate.config import GeneratorConfig, LocalModelConfig
 from prefcurate.errors import MissingDependencyError
-from prefcurate.generate.base import GenRequest, GenResult, Sample
+from prefcurate.generate.base import GenRequest, GenResult, Sample, context_length, overflow
 
 _ENGINES: dict[tuple, object] = {}
 
@@ -50,12 +50,7 @@ def _cpu_workarounds(cfg: LocalModelConfig) -> dict:
 
     if not current_platform.is_cpu():
         return {}
-    length = cfg.max_model_len
-    if length is None:
-        from transformers import AutoConfig
-
-        length = getattr(AutoConfig.from_pretrained(cfg.model), "max_position_embeddings", 8192)
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(length, 8192)}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_length(cfg), 8192)}
 
 
 def shutdown_engines() -> None:
@@ -80,6 +75,9 @@ class VLLMGenerator:
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
         self.name = f"vllm:{cfg.model}"
+
+    def too_long(self, messages: list[dict[str, str]]) -> str | None:
+        return overflow(get_llm(self.cfg).get_tokenizer(), messages, context_length(self.cfg))
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         llm = get_llm(self.cfg)
