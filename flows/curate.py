@@ -26,7 +26,7 @@ from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
 from prefcurate.prompts import import_prompts, shard_prompt_ids  # noqa: E402
 from prefcurate.report import markdown, verdict_line  # noqa: E402
-from prefcurate.store import new_run_id, open_store  # noqa: E402
+from prefcurate.store import exclusive, new_run_id, open_store  # noqa: E402
 
 
 # Tasks take the store's path, never an open connection; each opens its own.
@@ -99,6 +99,13 @@ def curate(config_path: str, db: str, show_progress: bool = False, shard: tuple[
     the run id and each stage's counts."""
     cfg = load_config(config_path)
     load_rubric(cfg.judge.rubric)  # a bad rubric fails before any model is loaded
+    # One writer per store for the whole run, scheduled or by hand: another process fails at once
+    # instead of writing between this run's tasks.
+    with exclusive(db):
+        return _stages(db, cfg, show_progress, shard)
+
+
+def _stages(db: str, cfg: Config, show_progress: bool, shard: tuple[int, int] | None) -> dict:
     run_id = new_run_id()
     stats: dict[str, dict] = {}
     # The run is recorded once its prompts validated: a refused input file leaves the store as it was.

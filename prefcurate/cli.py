@@ -81,6 +81,36 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
 
 @app.command()
 @errors_to_exit
+def deploy(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")],
+           cron: Annotated[str, typer.Option(help="When to run, as a cron expression (UTC).")] = "0 2 * * *",
+           name: Annotated[str, typer.Option(help="Deployment name (the flow is prefcurate-curate).")] = "prefcurate",
+           db: Db = None) -> None:
+    """Serve the curation flow as a Prefect deployment on a schedule; each run does only what is new."""
+    from pathlib import Path
+
+    from judge.rubric import load_rubric
+    from prefcurate.config import load_config
+    from prefcurate.store import resolve_db_path
+
+    load_rubric(load_config(config).judge.rubric)
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError:
+        raise PrefcurateError(f"--cron {cron!r} is not a cron expression; give five fields, "
+                              "e.g. \"0 2 * * *\" for 02:00 every day") from None
+    from flows.curate import curate
+
+    parameters = {"config_path": str(Path(config).resolve()), "db": str(resolve_db_path(db).resolve())}
+    console.print(f"serving prefcurate-curate/{name} on {cron!r} with {parameters}; Ctrl-C stops it", soft_wrap=True)
+    # One run at a time: a run that is still going when the next is due makes that one wait.
+    curate.serve(name=name, cron=cron, parameters=parameters, limit=1, print_starting_message=False)
+
+
+@app.command()
+@errors_to_exit
 def merge(stores: Annotated[list[str], typer.Argument(help="Shard stores to merge, e.g. data/prefcurate.shard-*.duckdb.")],
           db: Db = None) -> None:
     """Merge shard stores into one (--db); merging the same shards again adds nothing."""

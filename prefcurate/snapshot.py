@@ -108,6 +108,9 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
         splits["test" if in_test_split(r["prompt_id"], test_fraction) else "train"].append(_trl_row(r))
 
     final = snapshots_dir(store) / snapshot_id
+    # Folders left by a process that died mid-write; this one holds the store's lock, so none is in use.
+    for stale in snapshots_dir(store).glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = snapshots_dir(store) / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:

@@ -7,11 +7,13 @@ content-derived ids, so a rerun adds nothing it already has.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -52,8 +54,48 @@ def _explain_open_error(path: Path, e: Exception) -> StoreError:
     return StoreError(f"{path}: cannot open the store: {text.splitlines()[0]}")
 
 
+_HELD: dict[Path, list] = {}  # store -> [lock file descriptor, depth], for the locks this process holds
+_HELD_GUARD = threading.Lock()
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike | None = None) -> Iterator[None]:
+    """Hold the store's lock file (``<store>.lock``) until the block ends; fail at once, naming the
+    holder, when another process holds it. Re-entrant within a process, so `prefcurate run` holds it
+    for the whole run while each of its tasks opens and closes the store."""
+    key = resolve_db_path(path).resolve()
+    with _HELD_GUARD:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            fd = None
+        else:
+            fd = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 80, 0).decode(errors="replace").strip() or "unknown pid"
+                os.close(fd)
+                raise StoreError(f"{path or key}: in use by another prefcurate process ({holder}); wait for it to "
+                                 "finish or pass another --db") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            _HELD[key][1] -= 1
+            if _HELD[key][1] == 0:
+                fd = _HELD.pop(key)[0]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
 class Store:
-    """An open store. Use as a context manager, or call ``close()``."""
+    """An open store. Use as a context manager, or call ``close()``.
+
+    A writable store holds the store's lock (see ``exclusive``) while open: DuckDB allows one writing
+    process, and a second one fails at once with a message instead of waiting or corrupting anything."""
 
     def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
         self.path = resolve_db_path(path)
@@ -67,12 +109,19 @@ class Store:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except (duckdb.IOException, duckdb.InvalidInputException, duckdb.SerializationException) as e:
             raise _explain_open_error(self.path, e) from None
+        self._lock = ExitStack()
         if not read_only:
+            try:
+                self._lock.enter_context(exclusive(self.path))
+            except StoreError:
+                self.con.close()
+                raise
             self._migrate()
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         self.con.close()
+        self._lock.close()
 
     def __enter__(self) -> Store:
         return self

@@ -1,0 +1,182 @@
+"""Crash safety: `prefcurate run` killed with SIGKILL mid-judging or mid-verification, then run
+again, ends with exactly the rows of an uninterrupted run, and pays again only for calls that were
+in flight; a snapshot killed while being written leaves nothing visible. One writer per store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from judge.fake_api import MessagesAPIServer
+from prefcurate.store import Store
+
+N_PROMPTS, N_CANDIDATES = 8, 3
+
+
+@pytest.fixture
+def claude_run(tmp_path):
+    """A store with imported candidates, a config judging them with Claude (hybrid), and a way to run
+    `prefcurate run` on it in a process of its own."""
+    f = tmp_path / "candidates.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}: name a colour.",
+                                     "candidates": [f"Blue, number {i}.", f"I think red {i}", f"green {i} " * (i + 1)]}) + "\n"
+                         for i in range(N_PROMPTS)))
+    db = tmp_path / "store.duckdb"
+    subprocess.run([sys.executable, "-m", "prefcurate.cli", "import", "candidates", str(f), "--db", str(db)],
+                   cwd=ROOT, check=True, capture_output=True)
+    config = tmp_path / "claude.yaml"
+    config.write_text(yaml.safe_dump({
+        "generator": {"backend": "none"},
+        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
+                  "mode": "hybrid", "concurrency": 2, "batch_size": 1},
+        "pairs": {"min_margin": 0.0},
+        "probes": {"sample": 0},
+    }))
+
+    def start(server: MessagesAPIServer) -> subprocess.Popen:
+        env = os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
+                            "PREFECT_HOME": str(tmp_path / "prefect")}
+        return subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    return db, start
+
+
+def bodies(requests: list[dict]) -> list[str]:
+    return [json.dumps(r, sort_keys=True) for r in requests]
+
+
+def stored(db) -> dict[str, int]:
+    with Store(db) as store:
+        return {"judgments": store.scalar("SELECT count(*) FROM judgments WHERE status = 'ok'"),
+                "pairwise": store.scalar("SELECT count(*) FROM judgments WHERE mode = 'pairwise'"),
+                "pairs": store.scalar("SELECT count(*) FROM pairs"),
+                "rows": store.scalar("SELECT count(*) FROM judgments")}
+
+
+@pytest.mark.parametrize("kill_after", [N_PROMPTS * N_CANDIDATES // 2, N_PROMPTS * N_CANDIDATES + 3],
+                         ids=["mid-judging", "mid-verification"])
+def test_sigkill_then_rerun_loses_nothing_and_repays_only_calls_in_flight(claude_run, kill_after):
+    db, start = claude_run
+    with MessagesAPIServer(latency_s=0.05) as server:
+        proc = start(server)
+        deadline = time.monotonic() + 120
+        while len(server.requests) < kill_after:
+            assert proc.poll() is None, proc.stdout.read()[-2000:]
+            assert time.monotonic() < deadline, "the run never reached the kill point"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sent_before = bodies(server.requests)
+        at_kill = stored(db)  # the killed process's lock and DuckDB's are gone with it
+        assert 0 < at_kill["rows"] < len(sent_before) + 1
+
+        rerun = start(server)
+        out, _ = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, out[-3000:]
+        sent_after = bodies(server.requests)[len(sent_before):]
+    final = stored(db)
+    # Every candidate scored once, every pair verified in both orders, nothing twice.
+    assert final["judgments"] == final["rows"] == N_PROMPTS * N_CANDIDATES + 2 * final["pairs"]
+    assert final["pairs"] == N_PROMPTS
+    # Paid twice: only calls that had been sent but not stored when the process died.
+    repaid = set(sent_after) & set(sent_before)
+    assert len(repaid) <= len(sent_before) - at_kill["rows"]
+    assert len(sent_before) + len(sent_after) - len(repaid) == final["rows"]
+
+
+def test_a_snapshot_killed_while_being_written_leaves_nothing_visible(tmp_path):
+    from conftest import seed_scored
+
+    db = tmp_path / "store.duckdb"
+    with Store(db) as store:
+        seed_scored(store, {f"prompt {i}": [(f"good {i}", 8.0), (f"bad {i}" + " long" * (i % 2), 2.0)] for i in range(10)})
+        from conftest import JUDGE, RUBRIC_HASH
+
+        from prefcurate.config import PairsConfig
+        from prefcurate.pairs import build_pairs
+
+        build_pairs(store, PairsConfig(), JUDGE, RUBRIC_HASH)
+    # The process dies between writing the files and renaming the folder into place.
+    script = ("import os, signal, sys\n"
+              "import prefcurate.snapshot as s\n"
+              "s.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "from prefcurate.cli import main\n"
+              f"sys.argv = ['prefcurate', 'snapshot', 'create', '--db', {str(db)!r}]\n"
+              "main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    visible = [p.name for p in (tmp_path / "snapshots").iterdir() if not p.name.startswith(".")]
+    assert visible == []
+    with Store(db) as store:
+        assert store.scalar("SELECT count(*) FROM snapshots") == 0
+        assert store.scalar("SELECT count(*) FROM runs WHERE command = 'snapshot create'") == 0
+
+    again = subprocess.run([sys.executable, "-m", "prefcurate.cli", "snapshot", "create", "--db", str(db)],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    snapshot_id = again.stdout.strip().splitlines()[-1]
+    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == [snapshot_id]  # the dead run's leftovers are gone
+    assert subprocess.run([sys.executable, "-m", "prefcurate.cli", "snapshot", "verify", snapshot_id, "--db", str(db)],
+                          cwd=ROOT, capture_output=True).returncode == 0
+
+
+def test_a_second_writer_fails_fast_while_a_run_holds_the_store(claude_run, cli, tmp_path):
+    db, start = claude_run
+    with MessagesAPIServer(latency_s=0.2) as server:
+        proc = start(server)
+        deadline = time.monotonic() + 120
+        while not server.requests:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text('{"prompt": "another question"}\n')
+        began = time.monotonic()
+        result = cli("import", "prompts", prompts, "--db", db)
+        assert result.exit_code == 2 and "in use by another prefcurate process" in result.stderr, result.output
+        assert time.monotonic() - began < 5  # fails at once, does not wait
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    assert stored(db)["pairs"] == N_PROMPTS  # the run finished undisturbed
+    assert cli("import", "prompts", prompts, "--db", db).exit_code == 0  # and the store is free again
+
+
+def test_one_call_in_five_failing_ends_in_scores_or_recorded_errors_and_a_rerun_retries_only_those(tmp_path):
+    from judge.stage import judge
+    from prefcurate.config import JudgeConfig
+    from prefcurate.generate import import_candidates
+
+    f = tmp_path / "c.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [f"answer {i}.{k}" for k in range(5)]}) + "\n"
+                         for i in range(12)))
+    cfg = JudgeConfig(backend="anthropic", model="claude-sonnet-4-6", rubric=str(ROOT / "rubrics" / "helpfulness.yaml"),
+                      mode="pointwise", concurrency=8, max_retries=1, parse_retries=0, timeout_s=0.5)
+    with Store(tmp_path / "s.duckdb") as store, pytest.MonkeyPatch.context() as mp:
+        import_candidates(store, str(f))
+        mp.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        # 429, 529, 500, dropped connections, answers slower than the timeout, malformed tool input.
+        with MessagesAPIServer(faults=[429, 529, 500, "drop", "slow", "malformed"], fault_rate=0.2, slow_s=2.0) as faulty:
+            mp.setenv("ANTHROPIC_BASE_URL", faulty.url)
+            stats = judge(store, cfg, run_id="faulty")
+        assert {k for k in faulty.answers if k != 200} >= {429, 529, 500, "drop", "slow", "malformed"}
+        rows = store.query("SELECT status, error, overall FROM judgments")
+        assert len(rows) == 60 and stats.judged + stats.failed == 60  # every judgment completed or recorded
+        failed = [r for r in rows if r["status"] != "ok"]
+        assert failed and stats.failed == len(failed)
+        assert all(r["error"] and r["overall"] is None for r in failed)  # the error text, never a made-up score
+        api_errors = sum(r["status"] == "api_error" for r in failed)
+
+        with MessagesAPIServer() as healthy:
+            mp.setenv("ANTHROPIC_BASE_URL", healthy.url)
+            again = judge(store, cfg, run_id="rerun")
+        assert len(healthy.requests) == api_errors == again.todo  # only the API errors are asked again
+        assert store.scalar("SELECT count(*) FROM judgments WHERE status = 'api_error'") == 0
