@@ -277,7 +277,10 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     with open_store(db) as store:
         result = train_dpo(store, snapshot, cfg)
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
-                 list(result.metrics.items()))
+                [(k, v) for k, v in result.metrics.items() if k != "eval"])
+    if result.metrics["eval"]:
+        print_table("Evaluation on the test split", ["metric", "before", "after"],
+                    [(k, v.get("before"), v.get("after")) for k, v in result.metrics["eval"].items()])
     console.print(f"adapter: {result.adapter_dir}")
 
 
@@ -330,7 +333,7 @@ def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="P
         print_table(t.title, t.columns, t.rows)
     console.print(verdict_line(metrics), soft_wrap=True)
     if html:
-        console.print(f"report: {html}")
+        console.print(f"report: {html}", soft_wrap=True)
 
 
 @app.command("audit-dataset")

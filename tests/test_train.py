@@ -3,7 +3,9 @@ in train_runs; a tampered snapshot is refused."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -30,23 +32,57 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
 
     cfg = tmp_path / "dpo.yaml"
     cfg.write_text(yaml.safe_dump({"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
-                                   "output_root": str(tmp_path / "runs"), "max_length": 256}))
+                                   "output_root": str(tmp_path / "runs"), "max_length": 256, "save_steps": 1,
+                                   "eval": {"samples_per_prompt": 2, "max_prompts": 4, "max_new_tokens": 8}}))
     env = os.environ | {"PREFCURATE_DB": str(pointwise_store)}
-    proc = subprocess.run(["make", "train-dpo", f"SNAPSHOT={snapshot_id}", f"CONFIG={cfg}", f"PY={sys.executable}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "adapter: " in proc.stdout
 
-    from prefcurate.store import Store
+    def train() -> dict:
+        proc = subprocess.run(["make", "train-dpo", f"SNAPSHOT={snapshot_id}", f"CONFIG={cfg}", f"PY={sys.executable}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "adapter: " in proc.stdout and "Evaluation on the test split" in proc.stdout
+        from prefcurate.store import Store
 
-    with Store(pointwise_store) as store:
-        run = store.query("SELECT * FROM train_runs WHERE snapshot_id = ?", [snapshot_id])[0]
-    assert run["status"] == "ok" and run["git_commit"] and "steps" in run["metrics"]
+        with Store(pointwise_store) as store:
+            rows = store.query("SELECT * FROM train_runs WHERE snapshot_id = ?", [snapshot_id])
+        assert len(rows) == 1  # a rerun of the same snapshot and config is the same run
+        return rows[0]
+
+    run = train()
+    metrics = json.loads(run["metrics"])
+    assert run["status"] == "ok" and run["git_commit"] and metrics["steps"] == 2 and metrics["resumed_from"] is None
+    # Before and after, on the test split: before training policy and reference are one model.
+    ev = metrics["eval"]
+    assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2"}
+    assert ev["reward_margin"]["before"] == 0 and ev["reward_margin"]["after"] != 0
+    assert 0 < ev["sample_length"]["before"] <= 8 and 0 < ev["distinct_2"]["after"] <= 1
     adapter = tmp_path / "runs" / run["train_run_id"] / "adapter"
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     # LoRA's B matrices start at zero: non-zero values mean the training steps changed the adapter.
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)
+
+    # Checkpoints were kept; with the last one gone, as if the run had died after step 1, a rerun resumes.
+    out = tmp_path / "runs" / run["train_run_id"]
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2"}
+    shutil.rmtree(out / "checkpoint-2")
+    again = json.loads(train()["metrics"])
+    assert again["resumed_from"] == "checkpoint-1" and again["steps"] == 2
+
+
+def test_loss_type_auto_takes_the_audits_noise_estimate(pointwise_store, snapshot_id, cli, tmp_path):
+    from train.config import TrainConfig
+    from train.dpo import resolve_loss
+
+    noisy = {"snapshot_id": "s", "audit": {"noise_estimate": {"loss_type": "robust", "label_smoothing": 0.12}}}
+    assert resolve_loss(TrainConfig(loss_type="auto"), noisy) == ("robust", 0.12)
+    clean = {"snapshot_id": "s", "audit": {"noise_estimate": {"loss_type": "sigmoid", "label_smoothing": 0.0}}}
+    assert resolve_loss(TrainConfig(loss_type="auto"), clean) == ("sigmoid", 0.0)
+    # The tiny pointwise judge made no repeated verdicts: nothing to estimate from.
+    cfg = tmp_path / "auto.yaml"
+    cfg.write_text(yaml.safe_dump({"loss_type": "auto"}))
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 2 and "loss_type auto: snapshot" in result.stderr and "no noise estimate" in result.stderr
 
 
 def test_tampered_snapshot_is_refused(pointwise_store, snapshot_id, cli, tmp_path):

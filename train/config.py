@@ -20,13 +20,25 @@ class LoraSettings(BaseModel):
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear or a list of names.")
 
 
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Evaluate the policy before and after training.")
+    temperature: float = Field(0.8, ge=0, description="Serving temperature of the sampled answers (length, diversity).")
+    samples_per_prompt: int = Field(2, ge=1, description="Answers sampled per test prompt.")
+    max_prompts: int = Field(32, ge=1, description="Test prompts sampled from, at most.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest sampled answer, in tokens.")
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, description="Policy to train; None: the snapshot's generator (on-policy).")
-    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = Field("sigmoid", description="DPO loss.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "auto"] = Field(
+        "sigmoid", description="DPO loss; auto: what the snapshot's audit suggests (robust with label_smoothing "
+        "set to its noise estimate, or sigmoid when the estimate is below 0.01).")
     beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference model.")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust loss).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust loss; auto sets it).")
     learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate.")
     num_train_epochs: float = Field(1.0, gt=0, description="Passes over the train split.")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run the epochs).")
@@ -37,6 +49,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps.")
     output_root: str = Field("runs", description="Runs are written to OUTPUT_ROOT/<train_run_id>/.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps; a rerun with the same "
+                            "snapshot and config resumes from the last one.")
+    eval: EvalSettings = Field(default_factory=lambda: EvalSettings(), description="Evaluations before and after training.")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -3,23 +3,29 @@
     make train-dpo SNAPSHOT=<id> [CONFIG=train/configs/dpo.yaml]
     prefcurate train dpo --snapshot <id> --config train/configs/dpo.yaml
 
-Reads the snapshot's files only (verified against their checksums first), never the live pair
-tables; records the run, its config and its metrics in ``train_runs``.
+Reads the snapshot's files only (verified against their checksums first, and refused when its
+audit failed unless it was forced), never the live pair tables; evaluates the policy on the test
+split before and after (train/evaluate.py); checkpoints, and resumes when rerun with the same
+snapshot and config; records the run, its config and its metrics in ``train_runs``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefcurate.errors import ConfigError
+from prefcurate.errors import ConfigError, PrefcurateError
 from prefcurate.ids import content_id
 from prefcurate.snapshot import get_snapshot, verify_snapshot
 from prefcurate.store import Store
 from train.config import TrainConfig
+from train.evaluate import preference_metrics, sample_metrics
+
+log = logging.getLogger("prefcurate")
 
 
 @dataclass
@@ -53,18 +59,54 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def resolve_loss(cfg: TrainConfig, manifest: dict) -> tuple[str, float]:
+    """(loss_type, label_smoothing): as configured, or, for auto, as the snapshot's audit suggests."""
+    if cfg.loss_type != "auto":
+        return cfg.loss_type, cfg.label_smoothing
+    noise = (manifest.get("audit") or {}).get("noise_estimate") or {}
+    if not noise.get("loss_type"):
+        raise ConfigError(f"loss_type auto: snapshot {manifest['snapshot_id']} has no noise estimate in its audit "
+                          "(it needs repeated or two-order verdicts); set loss_type and label_smoothing yourself")
+    return noise["loss_type"], noise["label_smoothing"] if noise["loss_type"] == "robust" else 0.0
+
+
+class Evaluations:
+    """The evaluations of ``cfg.eval`` on the test split, each taken before and after training."""
+
+    def __init__(self, cfg: TrainConfig, trainer, tokenizer, test_ds):
+        self.cfg, self.trainer, self.tokenizer, self.test_ds = cfg, trainer, tokenizer, test_ds
+        self.results: dict[str, dict] = {}
+
+    def run(self, when: str) -> None:
+        if not self.cfg.eval.enabled or self.test_ds is None:
+            return
+        e = self.cfg.eval
+        prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
+        result = preference_metrics(self.trainer, self.test_ds) | sample_metrics(
+            self.trainer.model, self.tokenizer, prompts, e.temperature, e.samples_per_prompt, e.max_new_tokens,
+            self.cfg.seed)
+        for name, value in result.items():
+            self.results.setdefault(name, {})[when] = value
+
+
 def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer
 
     snap = get_snapshot(store, snapshot_id)
     manifest = verify_snapshot(snap.path)
+    audit = manifest.get("audit") or {}
+    if audit and not audit["passed"] and not audit["forced"]:
+        raise PrefcurateError(f"snapshot {snapshot_id}: its audit {audit['audit_id']} failed and it was not forced; "
+                              "recreate it from a judge that passes, or with `snapshot create --force`")
     model_path = cfg.model or on_policy_model(manifest)
     if snap.n_train == 0:
         raise ConfigError(f"snapshot {snapshot_id} has no train pairs; make more pairs or lower snapshot.test_fraction")
+    loss_type, label_smoothing = resolve_loss(cfg, manifest)
 
     train_run_id = content_id("train", snapshot_id, model_path, cfg.model_dump())
     out = Path(cfg.output_root) / train_run_id
@@ -77,14 +119,15 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
 
     data = {split: str(snap.path / f"{split}.parquet") for split in ("train", "test")}
     train_ds = load_dataset("parquet", data_files={"train": data["train"]}, split="train")
+    test_ds = load_dataset("parquet", data_files={"test": data["test"]}, split="test") if snap.n_test else None
     on_gpu = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32)
     args = DPOConfig(
         output_dir=str(out),
-        loss_type=[cfg.loss_type],
+        loss_type=[loss_type],
         beta=cfg.beta,
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=label_smoothing,
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
@@ -93,7 +136,8 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         max_length=cfg.max_length,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
         report_to=[],
         # bf16 and gradient checkpointing help on GPUs and only slow a CPU down.
         use_cpu=not on_gpu,
@@ -106,8 +150,15 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
                                  target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                          peft_config=peft_config)
+    evaluations = Evaluations(cfg, trainer, tokenizer, test_ds)
+    evaluations.run("before")
     try:
-        result = trainer.train()
+        # A rerun of the same snapshot and config has the same id and output folder: it resumes.
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume:
+            log.info("train: resuming %s from %s", train_run_id, resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        evaluations.run("after")
     except BaseException as e:
         store.con.execute("UPDATE train_runs SET status = 'failed', finished_at = ?, metrics = ? WHERE train_run_id = ?",
                           [_now(), json.dumps({"error": f"{type(e).__name__}: {e}"}), train_run_id])
@@ -120,9 +171,14 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
         "train_pairs": len(train_ds),
+        "test_pairs": snap.n_test,
+        "loss_type": loss_type,
+        "label_smoothing": label_smoothing,
         "runtime_s": result.metrics.get("train_runtime"),
         "final_rewards_accuracy": final.get("rewards/accuracies"),
         "final_rewards_margin": final.get("rewards/margins"),
+        "resumed_from": Path(resume).name if resume else None,
+        "eval": evaluations.results,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     store.con.execute("UPDATE train_runs SET status = 'ok', finished_at = ?, metrics = ? WHERE train_run_id = ?",
