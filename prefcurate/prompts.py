@@ -38,8 +38,9 @@ class PromptStats(StageStats):
     prompt_ids: list[str] = field(default_factory=list, repr=False, metadata={"summary": False})
 
 
-def normalise_messages(value: Any, path: str, where: int | None, key: str) -> list[dict[str, str]]:
-    """A prompt as chat messages: a string becomes one user message; whitespace is trimmed."""
+def normalise_messages(value: Any, path: str, where: int | None, key: str, last_role: str = "user") -> list[dict[str, str]]:
+    """A prompt as chat messages: a string becomes one user message; whitespace is trimmed. The last
+    message must be ``last_role``'s (a prompt ends with the user; an SFT example with the answer)."""
     if isinstance(value, str):
         value = [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
@@ -54,8 +55,9 @@ def normalise_messages(value: Any, path: str, where: int | None, key: str) -> li
         if not isinstance(content, str) or not content.strip():
             raise InputError(path, where, f"`{key}[{i}].content` is empty; every message needs text")
         messages.append({"role": role, "content": content.strip()})
-    if messages[-1]["role"] != "user":
-        raise InputError(path, where, f"the last message of `{key}` must be from the user, it is {messages[-1]['role']!r}")
+    if messages[-1]["role"] != last_role:
+        raise InputError(path, where, f"the last message of `{key}` must be from the {last_role}, "
+                                      f"it is {messages[-1]['role']!r}")
     return messages
 
 

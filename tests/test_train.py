@@ -33,7 +33,9 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     cfg = tmp_path / "dpo.yaml"
     cfg.write_text(yaml.safe_dump({"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
                                    "output_root": str(tmp_path / "runs"), "max_length": 256, "save_steps": 1,
-                                   "eval": {"samples_per_prompt": 2, "max_prompts": 4, "max_new_tokens": 8}}))
+                                   "eval": {"samples_per_prompt": 2, "max_prompts": 4, "max_new_tokens": 8,
+                                            "sft_path": str(ROOT / "data" / "sft" / "heldout.jsonl")},
+                                   "sft_mix": {"path": str(ROOT / "data" / "sft" / "mix.jsonl"), "fraction": 0.5}}))
     env = os.environ | {"PREFCURATE_DB": str(pointwise_store)}
 
     def train() -> dict:
@@ -53,8 +55,13 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     assert run["status"] == "ok" and run["git_commit"] and metrics["steps"] == 2 and metrics["resumed_from"] is None
     # Before and after, on the test split: before training policy and reference are one model.
     ev = metrics["eval"]
-    assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2"}
+    assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2", "heldout_sft_nll"}
     assert ev["reward_margin"]["before"] == 0 and ev["reward_margin"]["after"] != 0
+    # The forgetting check moved: the adapter changed what the model says to the held-out prompts.
+    assert ev["heldout_sft_nll"]["before"] > 0 and ev["heldout_sft_nll"]["after"] != ev["heldout_sft_nll"]["before"]
+    # As many SFT rows as pairs (fraction 0.5), trained with the combined sigmoid + sft loss.
+    assert metrics["train_sft_examples"] == metrics["train_pairs"] > 0
+    assert json.loads(run["config"])["sft_mix"]["fraction"] == 0.5
     assert 0 < ev["sample_length"]["before"] <= 8 and 0 < ev["distinct_2"]["after"] <= 1
     adapter = tmp_path / "runs" / run["train_run_id"] / "adapter"
     weights = load_file(str(adapter / "adapter_model.safetensors"))
@@ -103,3 +110,25 @@ def test_tampered_snapshot_is_refused(pointwise_store, snapshot_id, cli, tmp_pat
     finally:
         with open(test_file, "wb") as f:
             f.write(original)
+
+
+def test_sft_rows_teach_only_the_sft_term():
+    from train.sft import mix_rows
+
+    rows = mix_rows([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], n_pairs=9, fraction=0.25,
+                    seed=0)
+    assert len(rows) == 3 and all(r["chosen"] == r["rejected"] == [{"role": "assistant", "content": "a"}] for r in rows)
+
+
+def test_a_bad_sft_file_stops_training_before_anything_is_recorded(pointwise_store, snapshot_id, cli, tmp_path):
+    from conftest import table_checksums
+
+    bad = tmp_path / "sft.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"sft_mix": {"path": str(bad)}}))
+    before = table_checksums(pointwise_store)
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 2
+    assert f"{bad}:1: the last message of `messages` must be from the assistant, it is 'user'" in result.stderr
+    assert table_checksums(pointwise_store) == before

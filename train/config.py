@@ -28,6 +28,16 @@ class EvalSettings(BaseModel):
     samples_per_prompt: int = Field(2, ge=1, description="Answers sampled per test prompt.")
     max_prompts: int = Field(32, ge=1, description="Test prompts sampled from, at most.")
     max_new_tokens: int = Field(64, ge=1, description="Longest sampled answer, in tokens.")
+    sft_path: str | None = Field(None, description="Held-out SFT examples (JSONL of messages) whose mean NLL before "
+                                 "and after is the forgetting check; None: no check.")
+
+
+class SftMix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="SFT examples (JSONL of messages) mixed in against forgetting; None: none.")
+    fraction: float = Field(0.1, ge=0, lt=1, description="Share of the training rows that are SFT examples.")
+    weight: float = Field(1.0, gt=0, description="Weight of the SFT loss term beside the DPO loss.")
 
 
 class TrainConfig(BaseModel):
@@ -46,6 +56,7 @@ class TrainConfig(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
     max_length: int = Field(1024, ge=16, description="Prompt + completion tokens kept per example.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+    sft_mix: SftMix = Field(default_factory=SftMix, description="SFT data mixed into training against forgetting.")
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps.")
     output_root: str = Field("runs", description="Runs are written to OUTPUT_ROOT/<train_run_id>/.")

@@ -24,6 +24,7 @@ from prefcurate.snapshot import get_snapshot, verify_snapshot
 from prefcurate.store import Store
 from train.config import TrainConfig
 from train.evaluate import preference_metrics, sample_metrics
+from train.sft import mix_rows, read_sft, sft_nll
 
 log = logging.getLogger("prefcurate")
 
@@ -73,25 +74,28 @@ def resolve_loss(cfg: TrainConfig, manifest: dict) -> tuple[str, float]:
 class Evaluations:
     """The evaluations of ``cfg.eval`` on the test split, each taken before and after training."""
 
-    def __init__(self, cfg: TrainConfig, trainer, tokenizer, test_ds):
-        self.cfg, self.trainer, self.tokenizer, self.test_ds = cfg, trainer, tokenizer, test_ds
+    def __init__(self, cfg: TrainConfig, trainer, tokenizer, test_ds, heldout: list | None):
+        self.cfg, self.trainer, self.tokenizer, self.test_ds, self.heldout = cfg, trainer, tokenizer, test_ds, heldout
         self.results: dict[str, dict] = {}
 
     def run(self, when: str) -> None:
-        if not self.cfg.eval.enabled or self.test_ds is None:
+        e, result = self.cfg.eval, {}
+        if not e.enabled:
             return
-        e = self.cfg.eval
-        prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
-        result = preference_metrics(self.trainer, self.test_ds) | sample_metrics(
-            self.trainer.model, self.tokenizer, prompts, e.temperature, e.samples_per_prompt, e.max_new_tokens,
-            self.cfg.seed)
+        if self.test_ds is not None:
+            prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
+            result |= preference_metrics(self.trainer, self.test_ds) | sample_metrics(
+                self.trainer.model, self.tokenizer, prompts, e.temperature, e.samples_per_prompt, e.max_new_tokens,
+                self.cfg.seed)
+        if self.heldout:  # the forgetting check: NLL of held-out SFT answers
+            result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
         for name, value in result.items():
             self.results.setdefault(name, {})[when] = value
 
 
 def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     import torch
-    from datasets import load_dataset
+    from datasets import Dataset, concatenate_datasets, load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
@@ -107,6 +111,9 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     if snap.n_train == 0:
         raise ConfigError(f"snapshot {snapshot_id} has no train pairs; make more pairs or lower snapshot.test_fraction")
     loss_type, label_smoothing = resolve_loss(cfg, manifest)
+    # Read before anything is recorded: a bad line stops the run with the store as it was.
+    mix = read_sft(cfg.sft_mix.path) if cfg.sft_mix.path else None
+    heldout = read_sft(cfg.eval.sft_path) if cfg.eval.enabled and cfg.eval.sft_path else None
 
     train_run_id = content_id("train", snapshot_id, model_path, cfg.model_dump())
     out = Path(cfg.output_root) / train_run_id
@@ -120,12 +127,19 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     data = {split: str(snap.path / f"{split}.parquet") for split in ("train", "test")}
     train_ds = load_dataset("parquet", data_files={"train": data["train"]}, split="train")
     test_ds = load_dataset("parquet", data_files={"test": data["test"]}, split="test") if snap.n_test else None
+    n_pairs, n_sft = len(train_ds), 0
+    if mix:
+        pairs = train_ds.select_columns(["prompt", "chosen", "rejected"])
+        sft = Dataset.from_list(mix_rows(mix, n_pairs, cfg.sft_mix.fraction, cfg.seed)).cast(pairs.features)
+        train_ds, n_sft = concatenate_datasets([pairs, sft]).shuffle(seed=cfg.seed), len(sft)
+    losses = [loss_type] + (["sft"] if n_sft else [])
     on_gpu = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32)
     args = DPOConfig(
         output_dir=str(out),
-        loss_type=[loss_type],
+        loss_type=losses,
+        loss_weights=[1.0, cfg.sft_mix.weight] if n_sft else None,
         beta=cfg.beta,
         label_smoothing=label_smoothing,
         learning_rate=cfg.learning_rate,
@@ -150,7 +164,7 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
                                  target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                          peft_config=peft_config)
-    evaluations = Evaluations(cfg, trainer, tokenizer, test_ds)
+    evaluations = Evaluations(cfg, trainer, tokenizer, test_ds, heldout)
     evaluations.run("before")
     try:
         # A rerun of the same snapshot and config has the same id and output folder: it resumes.
@@ -170,7 +184,8 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     metrics = {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
-        "train_pairs": len(train_ds),
+        "train_pairs": n_pairs,
+        "train_sft_examples": n_sft,
         "test_pairs": snap.n_test,
         "loss_type": loss_type,
         "label_smoothing": label_smoothing,
