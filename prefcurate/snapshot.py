@@ -31,7 +31,7 @@ SPLITS = ("train", "test")
 
 # The pairs the audit found fit: no blocking flag.
 PAIRS_SQL = """
-SELECT v.pair_id, v.prompt_id, p.messages, v.chosen_text, v.rejected_text,
+SELECT v.pair_id, v.prompt_id, p.messages, p.source, v.chosen_text, v.rejected_text,
        v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, pr.run_id
 FROM v_pairs v JOIN prompts p USING (prompt_id) JOIN pairs pr USING (pair_id)
 WHERE v.pair_id NOT IN (SELECT pair_id FROM pair_flags WHERE audit_id = $audit_id AND list_contains($blocking, flag))
@@ -135,6 +135,7 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
             "judges": sorted({r["judge"] for r in rows}),
             "rubric_hashes": sorted({r["rubric_hash"] for r in rows}),
             "generators": sorted({r["generator"] for r in rows}),
+            "prompt_sources": sorted({r["source"] for r in rows if r["source"]}),
             "strategies": sorted({r["strategy"] for r in rows}),
             "run_configs": configs,
             "audit": {

@@ -35,7 +35,8 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
                                    "output_root": str(tmp_path / "runs"), "max_length": 256, "save_steps": 1,
                                    "eval": {"samples_per_prompt": 2, "max_prompts": 4, "max_new_tokens": 8,
                                             "sft_path": str(ROOT / "data" / "sft" / "heldout.jsonl")},
-                                   "sft_mix": {"path": str(ROOT / "data" / "sft" / "mix.jsonl"), "fraction": 0.5}}))
+                                   "sft_mix": {"path": str(ROOT / "data" / "sft" / "mix.jsonl"), "fraction": 0.5},
+                                   "merge_weights": True}))
     env = os.environ | {"PREFCURATE_DB": str(pointwise_store)}
 
     def train() -> dict:
@@ -68,6 +69,20 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     # LoRA's B matrices start at zero: non-zero values mean the training steps changed the adapter.
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)
+
+    assert (tmp_path / "runs" / run["train_run_id"] / "merged" / "config.json").is_file()
+
+    # The lineage, from the prompts' source file through the snapshot and its audit to the adapter.
+    from typer.testing import CliRunner
+
+    from prefcurate.cli import app
+
+    out = CliRunner().invoke(app, ["sql", "select * from v_lineage", "--json", "--db", str(pointwise_store)]).output
+    lineage = json.loads(out.strip().splitlines()[0])
+    assert lineage["train_run_id"] == run["train_run_id"] and lineage["snapshot_id"] == snapshot_id
+    assert json.loads(lineage["prompt_sources"]) == [str(ROOT / "data" / "prompts" / "demo.jsonl")]
+    assert lineage["audit_forced"] is True and lineage["audit_passed"] is False and lineage["audit_id"]
+    assert lineage["output_dir"].endswith(run["train_run_id"]) and lineage["git_commit"] == run["git_commit"]
 
     # Checkpoints were kept; with the last one gone, as if the run had died after step 1, a rerun resumes.
     out = tmp_path / "runs" / run["train_run_id"]

@@ -60,6 +60,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps.")
     output_root: str = Field("runs", description="Runs are written to OUTPUT_ROOT/<train_run_id>/.")
+    precompute_ref_log_probs: bool = Field(False, description="Compute the reference model's log-probabilities once "
+                                           "before training, so it need not stay in memory (TRL).")
+    merge_weights: bool = Field(False, description="Also save the LoRA adapter merged into the base weights (merged/).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps; a rerun with the same "
                             "snapshot and config resumes from the last one.")
     eval: EvalSettings = Field(default_factory=lambda: EvalSettings(), description="Evaluations before and after training.")

@@ -148,6 +148,7 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length,
+        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
@@ -180,6 +181,9 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     adapter_dir = out / ("adapter" if cfg.lora.enabled else "model")
     trainer.save_model(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
+    if cfg.merge_weights and cfg.lora.enabled:
+        trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
+        tokenizer.save_pretrained(str(out / "merged"))
     final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
     metrics = {
         "train_loss": result.training_loss,
