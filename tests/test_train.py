@@ -147,3 +147,17 @@ def test_a_bad_sft_file_stops_training_before_anything_is_recorded(pointwise_sto
     assert result.exit_code == 2
     assert f"{bad}:1: the last message of `messages` must be from the assistant, it is 'user'" in result.stderr
     assert table_checksums(pointwise_store) == before
+
+
+def test_qlora_is_refused_without_a_gpu_and_needs_lora(pointwise_store, snapshot_id, cli, tmp_path):
+    from conftest import table_checksums
+
+    cfg = tmp_path / "qlora.yaml"
+    cfg.write_text(yaml.safe_dump({"lora": {"qlora": True}}))
+    before = table_checksums(pointwise_store)
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 2 and "lora.qlora needs a CUDA GPU" in result.stderr  # these test machines have none
+    assert table_checksums(pointwise_store) == before
+    cfg.write_text(yaml.safe_dump({"lora": {"qlora": True, "enabled": False}}))
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 2 and "QLoRA trains a LoRA adapter" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefcurate.config import load_yaml_model
 
@@ -18,6 +18,14 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear or a list of names.")
+    qlora: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, GPU only) and "
+                        "train the adapter on it.")
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> LoraSettings:
+        if self.qlora and not self.enabled:
+            raise ValueError("lora.qlora is true but lora.enabled is false; QLoRA trains a LoRA adapter")
+        return self
 
 
 class EvalSettings(BaseModel):
@@ -66,6 +74,14 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps; a rerun with the same "
                             "snapshot and config resumes from the last one.")
     eval: EvalSettings = Field(default_factory=lambda: EvalSettings(), description="Evaluations before and after training.")
+
+
+    @model_validator(mode="after")
+    def _merge_needs_full_precision(self) -> TrainConfig:
+        if self.merge_weights and self.lora.qlora:
+            raise ValueError("merge_weights is true with lora.qlora: a 4-bit base cannot take the merged adapter; "
+                             "merge it into the full-precision model after training")
+        return self
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefcurate.errors import ConfigError, PrefcurateError
+from prefcurate.errors import ConfigError, MissingDependencyError, PrefcurateError
 from prefcurate.ids import content_id
 from prefcurate.snapshot import get_snapshot, verify_snapshot
 from prefcurate.store import Store
@@ -71,6 +71,22 @@ def resolve_loss(cfg: TrainConfig, manifest: dict) -> tuple[str, float]:
     return noise["loss_type"], noise["label_smoothing"] if noise["loss_type"] == "robust" else 0.0
 
 
+def quantization_config(cfg: TrainConfig):
+    """The 4-bit NF4 loading of QLoRA; refused without a GPU or bitsandbytes."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("lora.qlora needs a CUDA GPU (bitsandbytes 4-bit); set lora.qlora: false to train LoRA on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MissingDependencyError("bitsandbytes (for lora.qlora)", "pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 class Evaluations:
     """The evaluations of ``cfg.eval`` on the test split, each taken before and after training."""
 
@@ -111,6 +127,8 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     if snap.n_train == 0:
         raise ConfigError(f"snapshot {snapshot_id} has no train pairs; make more pairs or lower snapshot.test_fraction")
     loss_type, label_smoothing = resolve_loss(cfg, manifest)
+    on_gpu = torch.cuda.is_available()
+    quantization = quantization_config(cfg) if cfg.lora.qlora else None
     # Read before anything is recorded: a bad line stops the run with the store as it was.
     mix = read_sft(cfg.sft_mix.path) if cfg.sft_mix.path else None
     heldout = read_sft(cfg.eval.sft_path) if cfg.eval.enabled and cfg.eval.sft_path else None
@@ -133,9 +151,13 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         sft = Dataset.from_list(mix_rows(mix, n_pairs, cfg.sft_mix.fraction, cfg.seed)).cast(pairs.features)
         train_ds, n_sft = concatenate_datasets([pairs, sft]).shuffle(seed=cfg.seed), len(sft)
     losses = [loss_type] + (["sft"] if n_sft else [])
-    on_gpu = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32,
+                                                 quantization_config=quantization)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     args = DPOConfig(
         output_dir=str(out),
         loss_type=losses,
@@ -166,8 +188,8 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                          peft_config=peft_config)
     evaluations = Evaluations(cfg, trainer, tokenizer, test_ds, heldout)
-    evaluations.run("before")
     try:
+        evaluations.run("before")
         # A rerun of the same snapshot and config has the same id and output folder: it resumes.
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume:
