@@ -279,7 +279,7 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
                 [(k, v) for k, v in result.metrics.items() if k != "eval"])
     if result.metrics["eval"]:
-        print_table("Evaluation on the test split", ["metric", "before", "after"],
+        print_table("Evaluation before and after training", ["metric", "before", "after"],
                     [(k, v.get("before"), v.get("after")) for k, v in result.metrics["eval"].items()])
     console.print(f"adapter: {result.adapter_dir}")
 

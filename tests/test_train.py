@@ -43,7 +43,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
         proc = subprocess.run(["make", "train-dpo", f"SNAPSHOT={snapshot_id}", f"CONFIG={cfg}", f"PY={sys.executable}"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "adapter: " in proc.stdout and "Evaluation on the test split" in proc.stdout
+        assert "adapter: " in proc.stdout and "Evaluation before and after training" in proc.stdout
         from prefcurate.store import Store
 
         with Store(pointwise_store) as store:
@@ -133,6 +133,8 @@ def test_sft_rows_teach_only_the_sft_term():
     rows = mix_rows([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], n_pairs=9, fraction=0.25,
                     seed=0)
     assert len(rows) == 3 and all(r["chosen"] == r["rejected"] == [{"role": "assistant", "content": "a"}] for r in rows)
+    assert len(mix_rows([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], 4, 0.1, 0)) == 1
+    assert mix_rows([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], 4, 0.0, 0) == []
 
 
 def test_a_bad_sft_file_stops_training_before_anything_is_recorded(pointwise_store, snapshot_id, cli, tmp_path):

@@ -146,9 +146,10 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     train_ds = load_dataset("parquet", data_files={"train": data["train"]}, split="train")
     test_ds = load_dataset("parquet", data_files={"test": data["test"]}, split="test") if snap.n_test else None
     n_pairs, n_sft = len(train_ds), 0
-    if mix:
+    sft_rows = mix_rows(mix, n_pairs, cfg.sft_mix.fraction, cfg.seed) if mix else []
+    if sft_rows:
         pairs = train_ds.select_columns(["prompt", "chosen", "rejected"])
-        sft = Dataset.from_list(mix_rows(mix, n_pairs, cfg.sft_mix.fraction, cfg.seed)).cast(pairs.features)
+        sft = Dataset.from_list(sft_rows).cast(pairs.features)
         train_ds, n_sft = concatenate_datasets([pairs, sft]).shuffle(seed=cfg.seed), len(sft)
     losses = [loss_type] + (["sft"] if n_sft else [])
     tokenizer = AutoTokenizer.from_pretrained(model_path)

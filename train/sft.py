@@ -38,7 +38,7 @@ def mix_rows(examples: list[list[dict[str, str]]], n_pairs: int, fraction: float
     Chosen and rejected are the same answer: the DPO term of such a row is constant (its gradient is
     zero), so with `loss_type [..., "sft"]` the row teaches only the SFT term, the answer's NLL. This
     is SFT data mixed into DPO through TRL's combined loss."""
-    n = round(fraction / (1 - fraction) * n_pairs)
+    n = max(1, round(fraction / (1 - fraction) * n_pairs)) if fraction > 0 else 0  # asked for: at least one
     rng = random.Random(seed)
     picked = [examples[i % len(examples)] for i in range(n)]
     rng.shuffle(picked)
