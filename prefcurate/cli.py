@@ -199,12 +199,13 @@ def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to rem
         snap = create_snapshot(store, name, test_fraction, run_id, cfg.audit, force)
         store.finish_run(run_id, {"snapshot": {"snapshot_id": snap.snapshot_id, "created": snap.created}})
     state = "created" if snap.created else "already existed"
-    audit = snap.manifest["audit"]
-    if audit["forced"]:
+    audit = snap.manifest.get("audit")  # None for a snapshot frozen before audits existed
+    if audit and audit["forced"]:
         console.print(f"[bold red]forced[/]: audit {audit['audit_id']} failed {', '.join(audit['failed_gates'])} "
                       "(recorded in the manifest)")
-    console.print(f"snapshot {state}: {snap.n_pairs} pairs ({snap.n_train} train, {snap.n_test} test) in {snap.path}; "
-                  f"{audit['pairs_excluded']} of {audit['pairs_audited']} pairs left out for blocking flags")
+    left_out = f"; {audit['pairs_excluded']} of {audit['pairs_audited']} pairs left out for blocking flags" if audit else ""
+    console.print(f"snapshot {state}: {snap.n_pairs} pairs ({snap.n_train} train, {snap.n_test} test) in {snap.path}"
+                  f"{left_out}")
     print(snap.snapshot_id)
 
 
