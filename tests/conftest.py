@@ -162,3 +162,13 @@ def seed_scored(store, groups: dict[str, list[tuple[str, float | None]]]) -> Non
                 "judgment_id": judgment_id(cid, JUDGE, RUBRIC_HASH), "prompt_id": pid, "candidate_id": cid,
                 "judge": JUDGE, "rubric_hash": RUBRIC_HASH, "mode": "pointwise", "repeat_index": 0,
                 "overall": score, "status": "ok" if score is not None else "api_error"}])
+
+
+def child_env(server, folder: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `prefcurate` process a test starts: its Claude judge is the local
+    Messages-API ``server``; its Prefect is the session's harness (a run that starts a temporary
+    Prefect server of its own takes 10 s longer), with its own Prefect home under ``folder``."""
+    from prefect.settings import PREFECT_API_URL
+
+    return os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
+                         "PREFECT_HOME": str(folder / "prefect"), "PREFECT_API_URL": PREFECT_API_URL.value(), **extra}

@@ -12,7 +12,7 @@ import sys
 import time
 
 import yaml
-from conftest import ROOT
+from conftest import ROOT, child_env
 
 from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
@@ -21,7 +21,6 @@ from prefcurate.store import Store
 def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL
 
     candidates = tmp_path / "c.jsonl"
     candidates.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [f"yes {i}", f"no, {i} times"]}) + "\n"
@@ -38,8 +37,7 @@ def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
         "probes": {"sample": 0},
     }))
     with MessagesAPIServer() as server:
-        env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-                            "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+        env = child_env(server, tmp_path, PREFECT_RUNNER_POLL_FREQUENCY="1")
         served = subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "deploy", str(config), "--cron", "0 2 * * *",
                                    "--name", "test-nightly", "--db", str(db)],
                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

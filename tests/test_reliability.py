@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, child_env
 
 from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
@@ -45,7 +45,7 @@ def claude_run(tmp_path, prefect_harness):
 
     def start(server: MessagesAPIServer) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
-                                cwd=ROOT, env=run_env(server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=ROOT, env=child_env(server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
     return db, start
@@ -209,15 +209,6 @@ def curation_config(folder, tiny_model):
     return config
 
 
-def run_env(server: MessagesAPIServer, folder) -> dict:
-    """A child run's environment: the Claude judge is the local server; Prefect is the session's
-    harness (a run that starts a temporary Prefect server of its own takes 10 s longer)."""
-    from prefect.settings import PREFECT_API_URL
-
-    return os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
-                         "PREFECT_HOME": str(folder / "prefect"), "PREFECT_API_URL": PREFECT_API_URL.value()}
-
-
 def curated_rows(path) -> dict[str, list]:
     with Store(path) as store:
         return {t: sorted(store.con.execute(q).fetchall()) for t, q in {
@@ -233,7 +224,7 @@ def uninterrupted(tiny_model, tmp_path_factory, prefect_harness):
     with MessagesAPIServer() as server:
         done = subprocess.run([sys.executable, "-m", "prefcurate.cli", "run", str(curation_config(folder, tiny_model)),
                                "--quiet", "--db", str(folder / "clean.duckdb")],
-                              cwd=ROOT, env=run_env(server, folder), capture_output=True, text=True)
+                              cwd=ROOT, env=child_env(server, folder), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
     return curated_rows(folder / "clean.duckdb")
 
@@ -261,7 +252,7 @@ def test_sigkill_mid_generation_or_pair_building_then_rerun(point, tmp_path, tin
     }[point]
     db = tmp_path / "killed.duckdb"
     with MessagesAPIServer() as server:
-        status, output = run_and_die(patch, ["run", str(config), "--quiet", "--db", str(db)], run_env(server, tmp_path))
+        status, output = run_and_die(patch, ["run", str(config), "--quiet", "--db", str(db)], child_env(server, tmp_path))
         assert status == -signal.SIGKILL, output[-3000:]
         with Store(db) as store:
             at_kill = store.counts()
@@ -270,6 +261,6 @@ def test_sigkill_mid_generation_or_pair_building_then_rerun(point, tmp_path, tin
         else:
             assert at_kill["candidates"] == 24 and at_kill["pairs"] == 0  # the half-inserted pairs rolled back
         done = subprocess.run([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
-                              cwd=ROOT, env=run_env(server, tmp_path), capture_output=True, text=True)
+                              cwd=ROOT, env=child_env(server, tmp_path), capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:]
     assert curated_rows(db) == uninterrupted and uninterrupted["pairs"]

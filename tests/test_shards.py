@@ -3,13 +3,12 @@ then `prefcurate merge`: the merged store holds what one process running everyth
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, child_env
 
 from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
@@ -45,13 +44,9 @@ def shard_config(tmp_path, tiny_model):
 
 def test_two_shards_merged_equal_one_process(shard_config, tmp_path, cli, monkeypatch, prefect_harness):
     with MessagesAPIServer() as server:
-        from prefect.settings import PREFECT_API_URL
-
-        env = os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
-                            "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's Prefect, as workers share one
         shards = []
         for i in range(2):  # two processes at once, each with its own Prefect home, as on two machines
-            shard_env = env | {"PREFECT_HOME": str(tmp_path / f"prefect-{i}")}
+            shard_env = child_env(server, tmp_path / f"shard-{i}")
             shards.append(subprocess.Popen(
                 [sys.executable, "-m", "prefcurate.cli", "run", str(shard_config), "--shard", f"{i}/2", "--quiet",
                  "--db", str(tmp_path / f"shard{i}.duckdb")],
