@@ -172,3 +172,29 @@ def child_env(server, folder: Path, **extra: str) -> dict[str, str]:
 
     return os.environ | {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
                          "PREFECT_HOME": str(folder / "prefect"), "PREFECT_API_URL": PREFECT_API_URL.value(), **extra}
+
+
+def claude_config(path: Path, judge: dict | None = None, **sections) -> Path:
+    """A run config that judges the candidates already in the store with Claude (the local
+    Messages-API server): no generator, every pair kept, no probes unless ``sections`` say so."""
+    path.write_text(yaml.safe_dump({
+        "generator": {"backend": "none"},
+        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
+                  **(judge or {})},
+        "pairs": {"min_margin": 0.0},
+        "probes": {"sample": 0},
+    } | sections))
+    return path
+
+
+def store_with_candidates(db: Path, lines: list[dict]) -> Path:
+    """``db`` after `prefcurate import candidates` of ``lines`` ({prompt, candidates}), run as a user would."""
+    import json
+    import subprocess
+    import sys
+
+    f = db.with_suffix(".candidates.jsonl")
+    f.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    subprocess.run([sys.executable, "-m", "prefcurate.cli", "import", "candidates", str(f), "--db", str(db)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return db

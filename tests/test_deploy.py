@@ -12,7 +12,7 @@ import sys
 import time
 
 import yaml
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, claude_config, store_with_candidates
 
 from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
@@ -22,20 +22,9 @@ def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    candidates = tmp_path / "c.jsonl"
-    candidates.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [f"yes {i}", f"no, {i} times"]}) + "\n"
-                                  for i in range(4)))
-    db = tmp_path / "store.duckdb"
-    subprocess.run([sys.executable, "-m", "prefcurate.cli", "import", "candidates", str(candidates), "--db", str(db)],
-                   cwd=ROOT, check=True, capture_output=True)
-    config = tmp_path / "nightly.yaml"
-    config.write_text(yaml.safe_dump({
-        "generator": {"backend": "none"},
-        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
-                  "mode": "pointwise"},
-        "pairs": {"min_margin": 0.0},
-        "probes": {"sample": 0},
-    }))
+    db = store_with_candidates(tmp_path / "store.duckdb",
+                               [{"prompt": f"Question {i}?", "candidates": [f"yes {i}", f"no, {i} times"]} for i in range(4)])
+    config = claude_config(tmp_path / "nightly.yaml", {"mode": "pointwise"})
     with MessagesAPIServer() as server:
         env = child_env(server, tmp_path, PREFECT_RUNNER_POLL_FREQUENCY="1")
         served = subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "deploy", str(config), "--cron", "0 2 * * *",

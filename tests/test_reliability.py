@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, claude_config, store_with_candidates
 
 from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
@@ -27,21 +27,10 @@ N_PROMPTS, N_CANDIDATES = 8, 3
 def claude_run(tmp_path, prefect_harness):
     """A store with imported candidates, a config judging them with Claude (hybrid), and a way to run
     `prefcurate run` on it in a process of its own."""
-    f = tmp_path / "candidates.jsonl"
-    f.write_text("".join(json.dumps({"prompt": f"Question {i}: name a colour.",
-                                     "candidates": [f"Blue, number {i}.", f"I think red {i}", f"green {i} " * (i + 1)]}) + "\n"
-                         for i in range(N_PROMPTS)))
-    db = tmp_path / "store.duckdb"
-    subprocess.run([sys.executable, "-m", "prefcurate.cli", "import", "candidates", str(f), "--db", str(db)],
-                   cwd=ROOT, check=True, capture_output=True)
-    config = tmp_path / "claude.yaml"
-    config.write_text(yaml.safe_dump({
-        "generator": {"backend": "none"},
-        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
-                  "mode": "hybrid", "concurrency": 2, "batch_size": 1},
-        "pairs": {"min_margin": 0.0},
-        "probes": {"sample": 0},
-    }))
+    db = store_with_candidates(tmp_path / "store.duckdb", [
+        {"prompt": f"Question {i}: name a colour.", "candidates": [f"Blue, number {i}.", f"I think red {i}", f"green {i} " * (i + 1)]}
+        for i in range(N_PROMPTS)])
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "hybrid", "concurrency": 2, "batch_size": 1})
 
     def start(server: MessagesAPIServer) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 
-import yaml
-from conftest import ROOT
+from conftest import claude_config
 
 from judge.fake_api import MessagesAPIServer
 
@@ -21,13 +20,8 @@ def test_the_api_key_reaches_no_file_log_or_artifact(prefect_harness, cli, tmp_p
     candidates.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [f"short {i}", f"a longer answer {i}",
                                                                                          f"Certainly! answer {i}"]}) + "\n"
                                   for i in range(6)))
-    config = tmp_path / "claude.yaml"
-    config.write_text(yaml.safe_dump({
-        "generator": {"backend": "none"},
-        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
-                  "mode": "hybrid", "max_retries": 0, "parse_retries": 0},
-        "probes": {"sample": 3},
-    }))
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "hybrid", "max_retries": 0, "parse_retries": 0},
+                           probes={"sample": 3})
     db = tmp_path / "store.duckdb"
     with MessagesAPIServer(faults=[429, 500, "malformed"]) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
