@@ -6,9 +6,11 @@ The server (judge/fake_api.py) runs in a process of its own and answers after ``
 seconds. At each in-flight level we measure judgments/s of the whole stage, `judge.stage.judge`
 with store writes, and report it as a ratio of (a) the ideal, in_flight / latency, and (b) a bare
 `asyncio.gather` over the SDK with a semaphore at the same level, measured in the same run: on 2
-cores (b) is the practical ceiling once client and server saturate the CPU. Then a client-side
-rate limit set at half of the measured ceiling: achieved rate / limit. Also the share of input
-tokens read from the prompt cache. Ratios, not wall times, are the result.
+cores (b) is the practical ceiling once client and server saturate the CPU. Each rate is the
+median of three runs, interleaved. The judge and (b) use the SDK's aiohttp transport; a bare
+gather over the SDK's default httpx transport is shown too, to say what that choice is worth.
+Then a client-side rate limit set at half of the measured ceiling: achieved rate / limit. Also the
+share of input tokens read from the prompt cache. Ratios, not wall times, are the result.
 Targets: >= 0.9 of (a) up to 16 in flight, >= 0.9 of (b) at every level, >= 0.95 of the rate limit.
 """
 
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,9 +69,10 @@ def stage_rate(folder: Path, in_flight: int, n: int, tag: str, **cfg_kw) -> tupl
     return n / elapsed, float(read) / float(total)
 
 
-def bare_rate(in_flight: int, n: int) -> float:
-    """Judgments/s of a bare asyncio.gather over the SDK, same requests, no store."""
-    from anthropic import AsyncAnthropic
+def bare_rate(in_flight: int, n: int, transport: str) -> float:
+    """Judgments/s of a bare asyncio.gather over the SDK, same requests, no store. ``transport``:
+    "aiohttp", the one the judge uses, or "httpx", the SDK's default."""
+    from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
     from judge.anthropic_backend import score_tool
     from judge.render import pointwise_user_message, rubric_system_prompt
@@ -81,7 +85,7 @@ def bare_rate(in_flight: int, n: int) -> float:
 
     async def go() -> float:
         gate = asyncio.Semaphore(in_flight)
-        async with AsyncAnthropic() as client:
+        async with AsyncAnthropic(http_client=DefaultAioHttpClient() if transport == "aiohttp" else None) as client:
             async def one(i: int) -> None:
                 async with gate:
                     await client.messages.create(
@@ -100,7 +104,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--levels", default="1,8,16,32,64,128")
-    ap.add_argument("--per-level", type=int, default=12, help="Judgments per level: this many times in_flight (at least 40).")
+    ap.add_argument("--per-level", type=int, default=24, help="Judgments per level: this many times in_flight (at least 40).")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="Measure each rate this many times, interleaved, and take the median: the machine is shared.")
     args = ap.parse_args()
 
     proc, url = start_server(args.latency)
@@ -108,15 +114,16 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-judge-"))
     try:
         print(f"server {url}, latency {args.latency * 1000:.0f} ms; judgments/s (ratios are the result)")
-        print(f"{'in flight':>9} {'n':>5} {'stage/s':>8} {'ideal/s':>8} {'bare/s':>8} {'vs ideal':>9} {'vs bare':>8} {'cache share':>11}")
+        print(f"{'in flight':>9} {'n':>5} {'stage/s':>8} {'ideal/s':>8} {'bare/s':>8} {'httpx/s':>8} {'vs ideal':>9} {'vs bare':>8} {'cache share':>11}")
         ceiling = 0.0
         for level in (int(x) for x in args.levels.split(",")):
             n = max(40, args.per_level * level)
-            bare = bare_rate(level, n)
-            stage, cache_share = stage_rate(folder, level, n, f"level{level}")
+            runs = [(bare_rate(level, n, "aiohttp"), bare_rate(level, n, "httpx"), *stage_rate(folder, level, n, f"level{level}-{r}"))
+                    for r in range(args.repeats)]
+            bare, httpx, stage, cache_share = (statistics.median(column) for column in zip(*runs))
             ideal = level / args.latency
             ceiling = max(ceiling, bare)
-            print(f"{level:>9} {n:>5} {stage:>8.1f} {ideal:>8.1f} {bare:>8.1f} {stage / ideal:>9.3f} {stage / bare:>8.3f} {cache_share:>11.3f}")
+            print(f"{level:>9} {n:>5} {stage:>8.1f} {ideal:>8.1f} {bare:>8.1f} {httpx:>8.1f} {stage / ideal:>9.3f} {stage / bare:>8.3f} {cache_share:>11.3f}")
         limit_per_s = ceiling / 2
         level = max(int(x) for x in args.levels.split(","))
         # Fifteen seconds at the limit, so the last calls' latency (not the limiter) is a small part of the window.

@@ -53,11 +53,14 @@ class BudgetExhausted(PrefcurateError):
     pass
 
 
-def _add_usage(total: dict, usage) -> None:
-    total["input"] += usage.input_tokens
-    total["output"] += usage.output_tokens
-    total["cache_read"] += usage.cache_read_input_tokens or 0
-    total["cache_write"] += usage.cache_creation_input_tokens or 0
+NO_USAGE = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+
+
+def usage_of(message: dict) -> dict[str, int]:
+    """A Messages API answer's token counts, under the names the judgments table uses."""
+    u = message.get("usage") or {}
+    return {"input": u.get("input_tokens") or 0, "output": u.get("output_tokens") or 0,
+            "cache_read": u.get("cache_read_input_tokens") or 0, "cache_write": u.get("cache_creation_input_tokens") or 0}
 
 
 def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None:
@@ -65,12 +68,11 @@ def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None
     return table.get(model) or table.get(DATE_SUFFIX.sub("", model))
 
 
-def cost_of(usage, price: ModelPrice | None) -> float | None:
+def cost_of(usage: dict[str, int], price: ModelPrice | None) -> float | None:
     if price is None:
         return None
-    return (usage.input_tokens * price.input + usage.output_tokens * price.output
-            + (usage.cache_creation_input_tokens or 0) * price.cache_write
-            + (usage.cache_read_input_tokens or 0) * price.cache_read) / 1e6
+    return (usage["input"] * price.input + usage["output"] * price.output
+            + usage["cache_write"] * price.cache_write + usage["cache_read"] * price.cache_read) / 1e6
 
 
 def score_tool(rubric: Rubric) -> dict:
@@ -177,9 +179,13 @@ class AnthropicJudge:
         asyncio.run(self._run(tasks, sink))
 
     async def _run(self, tasks: list[JudgeTask], sink) -> None:
-        from anthropic import AsyncAnthropic
+        from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
-        client = AsyncAnthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
+        # aiohttp, not the default httpx transport: httpx's connection pool spends CPU per request
+        # that grows with the connections open, and took about half the client's time at 128 in
+        # flight (bench/judge_throughput.py measures both).
+        client = AsyncAnthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s,
+                                http_client=DefaultAioHttpClient())
         gate = asyncio.Semaphore(self.cfg.concurrency)
         rpm = RateLimiter(self.cfg.requests_per_minute) if self.cfg.requests_per_minute else None
         tpm = RateLimiter(self.cfg.tokens_per_minute) if self.cfg.tokens_per_minute else None
@@ -190,37 +196,37 @@ class AnthropicJudge:
         async with client:
             await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
 
-    def _request(self, task: JudgeTask) -> tuple[str, dict, Callable]:
-        """(user message, tool, checker of the tool input) for a task."""
+    def _request(self, task: JudgeTask) -> tuple[str, dict]:
+        """(user message, tool) for a task."""
         if task.pairwise:
-            return pairwise_user_message(self.rubric, task), VERDICT_TOOL_SPEC, check_verdict
-        return pointwise_user_message(self.rubric, task), self.score_tool, check_scores
+            return pairwise_user_message(self.rubric, task), VERDICT_TOOL_SPEC
+        return pointwise_user_message(self.rubric, task), self.score_tool
 
     def _params(self, messages: list[dict], tool: dict) -> dict:
         # No sampling parameters: SDK 2.x's Messages API no longer takes them.
         return {"model": self.cfg.model, "max_tokens": self.cfg.max_output_tokens, "system": self.system,
                 "messages": messages, "tools": [tool], "tool_choice": {"type": "tool", "name": tool["name"]}}
 
-    def _read(self, message, tool: dict, check: Callable, task: JudgeTask) -> tuple[str | None, dict, object]:
-        """(problem or None, verdict fields, the tool call) from a Messages API answer."""
-        call = next((b for b in message.content if b.type == "tool_use" and b.name == tool["name"]), None)
+    def _read(self, message: dict, tool: dict, task: JudgeTask) -> tuple[str | None, dict, dict | None]:
+        """(problem or None, verdict fields, the tool call) from a Messages API answer, as JSON."""
+        call = next((b for b in message.get("content") or []
+                     if b.get("type") == "tool_use" and b.get("name") == tool["name"]), None)
         if call is None:
             return f"no {tool['name']} tool call", {}, None
-        problem, fields = read_answer(self.rubric, task, call.input)
+        problem, fields = read_answer(self.rubric, task, call.get("input"))
         return problem, fields, call
 
     async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
         from anthropic import APIError
 
-        user, tool, check = self._request(task)
+        user, tool = self._request(task)
         messages = [{"role": "user", "content": user}]
         async with gate:
             worst = self._worst_case(len(user))
             if self.cfg.max_usd is not None and self.spent + self.reserved + worst > self.cfg.max_usd:
                 return None
             self.reserved += worst
-            usage_total = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
-            cost = 0.0 if self.price else None
+            usage_total = NO_USAGE
             start = time.perf_counter()
             raw, problem = None, None
             try:
@@ -230,28 +236,32 @@ class AnthropicJudge:
                     if tpm:
                         await tpm.take(len(user) / 3 + self.cfg.max_output_tokens)
                     try:
-                        resp = await client.messages.create(**self._params(messages, tool))
+                        # The body as sent, read as JSON here: the SDK's typed Message costs client CPU
+                        # that limits throughput at high concurrency, and the body is what is stored.
+                        answer = await client.messages.with_raw_response.create(**self._params(messages, tool))
+                        raw = await answer.text()
+                        message = json.loads(raw)
                     except APIError as e:  # the SDK's own retries are spent
-                        return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, cost, start)
-                    _add_usage(usage_total, resp.usage)
-                    if cost is not None:
-                        cost += cost_of(resp.usage, self.price)
-                    raw = resp.model_dump_json()
-                    problem, fields, call = self._read(resp, tool, check, task)
+                        return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, start)
+                    except ValueError as e:
+                        return self._verdict("api_error", raw, f"the answer is not JSON: {e}", usage_total, start)
+                    usage = usage_of(message)
+                    usage_total = {k: usage_total[k] + usage[k] for k in usage}
+                    problem, fields, call = self._read(message, tool, task)
                     if problem is None:
-                        return self._verdict("ok", raw, None, usage_total, cost, start, **fields)
+                        return self._verdict("ok", raw, None, usage_total, start, **fields)
                     # Re-ask with the problem stated, as the tool result of the bad call.
                     messages = messages + [
-                        {"role": "assistant", "content": [b.model_dump() for b in resp.content]},
+                        {"role": "assistant", "content": message.get("content") or []},
                         {"role": "user", "content": [{
-                            "type": "tool_result", "tool_use_id": call.id, "is_error": True,
+                            "type": "tool_result", "tool_use_id": call["id"], "is_error": True,
                             "content": f"Invalid: {problem}. Call {tool['name']} again, correctly.",
                         }] if call is not None else f"Call the {tool['name']} tool."},
                     ]
-                return self._verdict("parse_error", raw, problem, usage_total, cost, start)
+                return self._verdict("parse_error", raw, problem, usage_total, start)
             finally:
                 self.reserved -= worst
-                self.spent += cost or 0.0
+                self.spent += cost_of(usage_total, self.price) or 0.0
 
     # -- Message Batches -----------------------------------------------------------------------
     def submit_batch(self, tasks: list[JudgeTask], custom_ids: list[str]) -> tuple[str | None, int]:
@@ -260,7 +270,7 @@ class AnthropicJudge:
 
         requests = []
         for task, custom_id in zip(tasks, custom_ids):
-            user, tool, _ = self._request(task)
+            user, tool = self._request(task)
             worst = self._worst_case(len(user)) * BATCH_DISCOUNT
             if self.cfg.max_usd is not None and self.spent + self.reserved + worst > self.cfg.max_usd:
                 break
@@ -295,29 +305,27 @@ class AnthropicJudge:
                 if task is None:
                     continue
                 result = item.result
-                usage = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
                 if result.type != "succeeded":  # errored, expired or canceled: judged again next run
                     detail = result.error.error.message if result.type == "errored" else ""
                     verdicts[item.custom_id] = Verdict("api_error", error=f"batch request {result.type}: {detail}".strip(": "),
                                                        input_tokens=0, output_tokens=0, cost_usd=0.0)
                     continue
-                message = result.message
-                _add_usage(usage, message.usage)
-                cost = cost_of(message.usage, self.price)
+                message = result.message.model_dump(mode="json")
+                usage = usage_of(message)
+                cost = cost_of(usage, self.price)
                 cost = cost * BATCH_DISCOUNT if cost is not None else None
                 self.spent += cost or 0.0
-                _, tool, check = self._request(task)
-                problem, fields, _ = self._read(message, tool, check, task)
+                problem, fields, _ = self._read(message, self._request(task)[1], task)
                 # No re-ask inside a batch: an invalid answer is a parse_error.
                 verdicts[item.custom_id] = Verdict(
-                    "ok" if problem is None else "parse_error", raw_response=message.model_dump_json(), error=problem,
+                    "ok" if problem is None else "parse_error", raw_response=json.dumps(message), error=problem,
                     input_tokens=usage["input"], output_tokens=usage["output"], cache_read_tokens=usage["cache_read"],
                     cache_write_tokens=usage["cache_write"], cost_usd=cost, **fields)
         self.reserved = 0.0
         return verdicts
 
-    def _verdict(self, status, raw, error, usage, cost, start, rationale=None, scores=None, winner=None) -> Verdict:
+    def _verdict(self, status, raw, error, usage, start, rationale=None, scores=None, winner=None) -> Verdict:
         return Verdict(status, scores=scores, winner=winner, rationale=rationale, raw_response=raw, error=error,
                        input_tokens=usage["input"], output_tokens=usage["output"],
                        cache_read_tokens=usage["cache_read"], cache_write_tokens=usage["cache_write"],
-                       cost_usd=cost, latency_s=time.perf_counter() - start)
+                       cost_usd=cost_of(usage, self.price), latency_s=time.perf_counter() - start)
