@@ -73,7 +73,8 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
         result = curate(config, path, show_progress=not quiet, shard=shard_of)
     finally:
         shutdown_engines()
-    rows = [(stage, ", ".join(f"{k}={v}" for k, v in s.items())) for stage, s in result["stats"].items()]
+    rows = [(stage, ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in s.items()))
+            for stage, s in result["stats"].items()]
     print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
     with open_store(path) as store:
         print_counts(store.counts())
