@@ -18,8 +18,8 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
     target_modules: str | list[str] = Field("all-linear", description="Modules to adapt; all-linear or a list of names.")
-    qlora: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (bitsandbytes, GPU only) and "
-                        "train the adapter on it.")
+    qlora: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (bitsandbytes) and train the "
+                        "adapter on it; for memory on a GPU (on a CPU it runs, slower than LoRA).")
 
     @model_validator(mode="after")
     def _qlora_needs_lora(self) -> LoraSettings:

@@ -71,20 +71,19 @@ def resolve_loss(cfg: TrainConfig, manifest: dict) -> tuple[str, float]:
     return noise["loss_type"], noise["label_smoothing"] if noise["loss_type"] == "robust" else 0.0
 
 
-def quantization_config(cfg: TrainConfig):
-    """The 4-bit NF4 loading of QLoRA; refused without a GPU or bitsandbytes."""
+def quantization_config(on_gpu: bool):
+    """The 4-bit NF4 loading of QLoRA, through bitsandbytes (its CPU backend too, slower than LoRA there
+    but the same code path as on a GPU)."""
     import importlib.util
 
     import torch
 
-    if not torch.cuda.is_available():
-        raise ConfigError("lora.qlora needs a CUDA GPU (bitsandbytes 4-bit); set lora.qlora: false to train LoRA on CPU")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MissingDependencyError("bitsandbytes (for lora.qlora)", "pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=torch.bfloat16 if on_gpu else torch.float32)
 
 
 class Evaluations:
@@ -128,7 +127,7 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         raise ConfigError(f"snapshot {snapshot_id} has no train pairs; make more pairs or lower snapshot.test_fraction")
     loss_type, label_smoothing = resolve_loss(cfg, manifest)
     on_gpu = torch.cuda.is_available()
-    quantization = quantization_config(cfg) if cfg.lora.qlora else None
+    quantization = quantization_config(on_gpu) if cfg.lora.qlora else None
     # Read before anything is recorded: a bad line stops the run with the store as it was.
     mix = read_sft(cfg.sft_mix.path) if cfg.sft_mix.path else None
     heldout = read_sft(cfg.eval.sft_path) if cfg.eval.enabled and cfg.eval.sft_path else None
@@ -155,10 +154,13 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32,
                                                  quantization_config=quantization)
+    # As loaded, for the lineage: QLoRA's base is 4-bit.
+    base_weights = (f"4-bit {quantization.bnb_4bit_quant_type}" if getattr(model, "is_loaded_in_4bit", False)
+                    else str(model.dtype).removeprefix("torch."))
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
     args = DPOConfig(
         output_dir=str(out),
         loss_type=losses,
@@ -215,6 +217,7 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         "train_sft_examples": n_sft,
         "test_pairs": snap.n_test,
         "loss_type": loss_type,
+        "base_weights": base_weights,
         "label_smoothing": label_smoothing,
         "runtime_s": result.metrics.get("train_runtime"),
         "final_rewards_accuracy": final.get("rewards/accuracies"),
