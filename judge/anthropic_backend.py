@@ -241,10 +241,13 @@ class AnthropicJudge:
                         answer = await client.messages.with_raw_response.create(**self._params(messages, tool))
                         raw = await answer.text()
                         message = json.loads(raw)
+                        if not isinstance(message, dict):
+                            raise ValueError(f"a JSON {type(message).__name__}")
                     except APIError as e:  # the SDK's own retries are spent
                         return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, start)
-                    except ValueError as e:
-                        return self._verdict("api_error", raw, f"the answer is not JSON: {e}", usage_total, start)
+                    except ValueError as e:  # judged again next run, like any API error
+                        return self._verdict("api_error", raw, f"the answer is not a Messages API JSON object: {e}",
+                                             usage_total, start)
                     usage = usage_of(message)
                     usage_total = {k: usage_total[k] + usage[k] for k in usage}
                     problem, fields, call = self._read(message, tool, task)

@@ -79,8 +79,9 @@ def _tokens(text: str) -> int:
 
 class MessagesAPIServer:
     """``faults``: answers to give to the next requests, in order, before any random ones: an HTTP
-    status (429, 500, 529, ...), "drop" (close the connection), "slow" (answer after ``slow_s``) or
-    "malformed" (tool input missing a criterion). ``fault_rate``: the chance of a random fault from
+    status (429, 500, 529, ...), "drop" (close the connection), "slow" (answer after ``slow_s``),
+    "malformed" (tool input missing a criterion) or "not_json" (a 200 whose body is an HTML page, as
+    from a misconfigured proxy). ``fault_rate``: the chance of a random fault from
     ``random_faults`` for every later request."""
 
     def __init__(self, scorer: Scorer = hashed_scorer, latency_s: float = 0.0, faults: list | None = None,
@@ -195,6 +196,9 @@ class MessagesAPIServer:
         if fault == "drop":
             self.answers["drop"] += 1
             return "drop", {}, {}
+        if fault == "not_json":
+            self.answers["not_json"] += 1
+            return 200, b"<html><body>502 Bad Gateway</body></html>", {}
         if fault == "slow":
             self.answers["slow"] += 1
             await asyncio.sleep(self.slow_s)

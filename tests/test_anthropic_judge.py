@@ -91,6 +91,16 @@ def test_persistent_failure_is_stored_as_api_error_and_retried_later(api, store)
     assert judge(store, claude()).judged == 0  # and nothing is asked a third time
 
 
+def test_an_answer_that_is_not_json_is_an_api_error_judged_again(api, store):
+    api.faults = ["not_json"]
+    stats = judge(store, claude(concurrency=1))
+    assert (stats.judged, stats.failed) == (3, 1)
+    row = store.query("SELECT status, overall, error, raw_response FROM judgments WHERE status <> 'ok'")[0]
+    assert row["status"] == "api_error" and row["overall"] is None
+    assert "not a Messages API JSON object" in row["error"] and row["raw_response"].startswith("<html>")
+    assert judge(store, claude()).judged == 1  # the server answers properly now
+
+
 def test_invalid_tool_input_is_re_asked_then_stored_as_parse_error(api, store):
     api.faults = ["malformed"]
     assert judge(store, claude(concurrency=1)).judged == 4
