@@ -9,6 +9,7 @@ local API); `prefect server start` gives the UI.
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
@@ -22,11 +23,26 @@ from judge.rubric import load_rubric  # noqa: E402
 from judge.stage import judge, judge_name, verify_pairs  # noqa: E402
 from prefcurate.audit import full_audit  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
+from prefcurate.errors import PrefcurateError  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
 from prefcurate.prompts import import_prompts, shard_prompt_ids  # noqa: E402
 from prefcurate.report import markdown, verdict_line  # noqa: E402
 from prefcurate.store import exclusive, new_run_id, open_store  # noqa: E402
+
+
+class _NoTraceback(logging.Filter):
+    """A PrefcurateError is an expected stop whose message says what to do: Prefect logs that line
+    when a task or the flow fails with one, not a traceback through our code and Prefect's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PrefcurateError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTraceback())
 
 
 # Tasks take the store's path, never an open connection; each opens its own.

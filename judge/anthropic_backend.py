@@ -23,7 +23,7 @@ from judge.render import pairwise_user_message, pointwise_user_message, rubric_s
 from judge.rubric import Rubric
 from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig, ModelPrice
-from prefcurate.errors import ConfigError, PrefcurateError
+from prefcurate.errors import ConfigError, CredentialsRefused, PrefcurateError
 
 SCORE_TOOL, VERDICT_TOOL = "submit_scores", "submit_verdict"
 POSITIONS = {"A": "first", "B": "second", "tie": "tie"}
@@ -217,7 +217,7 @@ class AnthropicJudge:
         return problem, fields, call
 
     async def _one(self, client, gate, rpm, tpm, task: JudgeTask) -> Verdict | None:
-        from anthropic import APIError
+        from anthropic import APIError, AuthenticationError, PermissionDeniedError
 
         user, tool = self._request(task)
         messages = [{"role": "user", "content": user}]
@@ -243,6 +243,8 @@ class AnthropicJudge:
                         message = json.loads(raw)
                         if not isinstance(message, dict):
                             raise ValueError(f"a JSON {type(message).__name__}")
+                    except (AuthenticationError, PermissionDeniedError) as e:
+                        raise CredentialsRefused(str(client.base_url), "ANTHROPIC_API_KEY", e) from None
                     except APIError as e:  # the SDK's own retries are spent
                         return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", usage_total, start)
                     except ValueError as e:  # judged again next run, like any API error

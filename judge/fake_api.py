@@ -82,13 +82,14 @@ class MessagesAPIServer:
     status (429, 500, 529, ...), "drop" (close the connection), "slow" (answer after ``slow_s``),
     "malformed" (tool input missing a criterion) or "not_json" (a 200 whose body is an HTML page, as
     from a misconfigured proxy). ``fault_rate``: the chance of a random fault from
-    ``random_faults`` for every later request."""
+    ``random_faults`` for every later request. ``api_key``: if set, any other key is refused with a 401."""
 
     def __init__(self, scorer: Scorer = hashed_scorer, latency_s: float = 0.0, faults: list | None = None,
                  fault_rate: float = 0.0, random_faults: tuple = (429, 529, 500, "drop", "slow", "malformed"),
                  slow_s: float = 5.0, seed: int = 0, backlog: int = 2048, batch_delay_s: float = 0.0,
-                 batch_outcomes: dict[str, str] | None = None):
+                 batch_outcomes: dict[str, str] | None = None, api_key: str | None = None):
         self.scorer, self.latency_s, self.slow_s, self.backlog = scorer, latency_s, slow_s, backlog
+        self.api_key = api_key
         self.faults = list(faults or [])
         self.fault_rate, self.random_faults, self.rng = fault_rate, random_faults, random.Random(seed)
         self.requests: list[dict] = []  # every request body received, in order
@@ -155,7 +156,7 @@ class MessagesAPIServer:
                 if status == "drop":
                     break
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+                reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
                           500: "Internal Server Error", 529: "Overloaded"}.get(status, "Error")
                 head_out = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
                             f"content-length: {len(data)}", f"request-id: req_{uuid.uuid4().hex[:12]}",
@@ -186,6 +187,8 @@ class MessagesAPIServer:
             self.requests.append(body)
             self.headers.append(headers)
             self.arrivals.append(time.monotonic())
+        if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+            return 401, _error("authentication_error", "invalid x-api-key"), {}
         fault = self._next_fault()
         if self.latency_s:
             await asyncio.sleep(self.latency_s)

@@ -18,7 +18,7 @@ from judge.render import pairwise_user_message, pointwise_user_message, rubric_s
 from judge.rubric import Rubric
 from judge.verdict import JudgeTask, Verdict
 from prefcurate.config import JudgeConfig
-from prefcurate.errors import ConfigError
+from prefcurate.errors import ConfigError, CredentialsRefused
 
 
 class OpenAIJudge:
@@ -50,7 +50,7 @@ class OpenAIJudge:
             await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks)))
 
     async def _one(self, client, task: JudgeTask) -> Verdict:
-        from openai import OpenAIError
+        from openai import AuthenticationError, OpenAIError, PermissionDeniedError
 
         kind = "pairwise" if task.pairwise else "pointwise"
         how = "as a JSON object with the fields the schema asks for"
@@ -64,6 +64,8 @@ class OpenAIJudge:
             try:
                 resp = await client.chat.completions.create(model=self.cfg.model, messages=messages, response_format=fmt,
                                                             max_tokens=self.cfg.max_output_tokens, temperature=0.0)
+            except (AuthenticationError, PermissionDeniedError) as e:
+                raise CredentialsRefused(self.cfg.base_url, self.cfg.api_key_env, e) from None
             except OpenAIError as e:  # the SDK's own retries are spent
                 return self._verdict("api_error", raw, f"{type(e).__name__}: {e}", tokens_in, tokens_out, start)
             if resp.usage is not None:

@@ -38,6 +38,18 @@ class StoreError(PrefcurateError):
     """The store cannot be opened, is locked by another process, or refuses a statement."""
 
 
+class CredentialsRefused(PrefcurateError):
+    """A judge's API refused its key (401/403): every later call would fail too, so the run stops."""
+
+    def __init__(self, url: str, variable: str, error):
+        # ``error``: an anthropic or openai SDK status error; its body holds the server's own words.
+        body = error.body if isinstance(error.body, dict) else {}
+        inner = body.get("error", body)
+        detail = inner.get("message") if isinstance(inner, dict) and inner.get("message") else error.message
+        super().__init__(f"{url} refused the key in ${variable} ({error.status_code}: {detail}); check the key "
+                         "(and the server's URL), then rerun: the judgments stored so far are kept")
+
+
 class MissingDependencyError(PrefcurateError):
     """An optional dependency is not installed; the message holds the pip line that fixes it."""
 

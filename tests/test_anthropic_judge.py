@@ -4,6 +4,8 @@ Messages API: forced tool use, a cached rubric, fenced candidates, retries, re-a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT
@@ -13,7 +15,7 @@ from judge.fake_api import MessagesAPIServer, fenced_candidate, hashed_scorer
 from judge.rubric import load_rubric
 from judge.stage import judge
 from prefcurate.config import JudgeConfig
-from prefcurate.errors import ConfigError
+from prefcurate.errors import ConfigError, CredentialsRefused
 from prefcurate.generate import import_candidates
 from prefcurate.store import Store
 
@@ -89,6 +91,18 @@ def test_persistent_failure_is_stored_as_api_error_and_retried_later(api, store)
     assert (again.already_judged, again.judged) == (0, 4)
     assert store.query("SELECT status, count(*) AS n FROM judgments GROUP BY status") == [{"status": "ok", "n": 4}]
     assert judge(store, claude()).judged == 0  # and nothing is asked a third time
+
+
+def test_a_refused_key_stops_the_run_with_one_line(monkeypatch, store):
+    with MessagesAPIServer(api_key="sk-ant-right") as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wrong")
+        with pytest.raises(CredentialsRefused, match=r"refused the key in \$ANTHROPIC_API_KEY \(401: invalid x-api-key\)"):
+            judge(store, claude(concurrency=1))
+        # Not one api_error per candidate: the run stopped at the first refusal (a second call may
+        # have been on its way).
+        assert len(server.requests) <= 2
+    assert store.scalar("SELECT count(*) FROM judgments") == 0
 
 
 def test_an_answer_that_is_not_json_is_an_api_error_judged_again(api, store):
@@ -186,6 +200,23 @@ def test_run_with_claude_judging_imported_candidates(api, cli, tmp_path, prefect
         assert n_pairs >= 1 and counts == {"pointwise": 20, "pairwise": 2 * n_pairs}  # hybrid is the default
         run = s.query("SELECT stats FROM runs WHERE command = 'run'")[0]
         assert json.loads(run["stats"])["judge"]["cost_usd"] > 0
+
+
+def test_a_refused_key_stops_a_run_with_its_message_not_a_traceback(tmp_path, prefect_harness):
+    from conftest import child_env, claude_config
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "Hi?", "candidates": ["Hello!", "Hi there."]}) + "\n")
+    db, prefcurate = tmp_path / "s.duckdb", [sys.executable, "-m", "prefcurate.cli"]
+    with MessagesAPIServer(api_key="sk-ant-right") as server:
+        env = child_env(server, tmp_path)  # whose key is another
+        subprocess.run([*prefcurate, "import", "candidates", str(f), "--db", str(db)], env=env, check=True,
+                       capture_output=True)
+        proc = subprocess.run([*prefcurate, "run", str(claude_config(tmp_path / "c.yaml")), "--db", str(db), "--quiet"],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"Error: {server.url} refused the key in $ANTHROPIC_API_KEY (401: invalid x-api-key)" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_hybrid_verifies_each_pair_in_both_orders(api, store):

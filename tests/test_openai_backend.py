@@ -98,3 +98,40 @@ def test_openai_judge_with_json_schema_output(vllm_server, tmp_path):
             assert set(json.loads(r["scores"])) == {"correctness", "task_completion", "clarity"}
         else:
             assert r["overall"] is None and r["error"]
+
+
+def test_a_refused_key_stops_the_openai_judge(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from judge.stage import judge
+    from prefcurate.config import JudgeConfig
+    from prefcurate.errors import CredentialsRefused
+    from prefcurate.generate import import_candidates
+
+    class Refuse(BaseHTTPRequestHandler):  # an OpenAI-compatible server with another key
+        def do_POST(self):
+            body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}).encode()
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Lyon."]}) + "\n")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    cfg = JudgeConfig(backend="openai", model="tiny", base_url=url, mode="pointwise", rubric="rubrics/helpfulness.yaml")
+    try:
+        with Store(tmp_path / "s.duckdb") as store:
+            import_candidates(store, str(f))
+            with pytest.raises(CredentialsRefused, match=r"refused the key in \$OPENAI_API_KEY \(401: Incorrect API key"):
+                judge(store, cfg)
+            assert store.scalar("SELECT count(*) FROM judgments") == 0
+    finally:
+        server.shutdown()
