@@ -105,11 +105,13 @@ class MessagesAPIServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
         self.port = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> MessagesAPIServer:
-        threading.Thread(target=self._run, daemon=True, name="messages-api").start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="messages-api")
+        self._thread.start()
         self._ready.wait(10)
         return self
 
@@ -120,11 +122,13 @@ class MessagesAPIServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+        self._loop.close()
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and not self._loop.is_closed():
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     async def _shutdown(self) -> None:
         self._server.close()
