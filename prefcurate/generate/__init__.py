@@ -98,8 +98,8 @@ def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = 
             skips = _too_long(generator, chunk, messages, run_id)
             stats.skipped_too_long += len(skips)
             store.insert("skips", skips)
-            requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid))
-                        for pid in chunk if pid not in {s["prompt_id"] for s in skips}]
+            skipped = {s["prompt_id"] for s in skips}
+            requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid)) for pid in chunk if pid not in skipped]
             results = generator.generate(requests) if requests else []
             for r in results:
                 if r.error:  # nothing stored: the next run asks again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from prefcurate.config import LocalModelConfig
 
@@ -32,11 +33,15 @@ class GenResult:
 
 def context_length(cfg: LocalModelConfig) -> int:
     """The context a local model runs with: ``max_model_len`` if set, else the model's own."""
-    if cfg.max_model_len is not None:
-        return cfg.max_model_len
+    return cfg.max_model_len if cfg.max_model_len is not None else _model_context(cfg.model)
+
+
+@lru_cache
+def _model_context(model: str) -> int:
+    # Read once per model: too_long asks for every prompt.
     from transformers import AutoConfig
 
-    return getattr(AutoConfig.from_pretrained(cfg.model), "max_position_embeddings", 8192)
+    return getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", 8192)
 
 
 def overflow(tokenizer, messages: list[dict[str, str]], limit: int) -> str | None:
