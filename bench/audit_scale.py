@@ -74,7 +74,7 @@ def rowwise_baseline(store, prompts: list[str]) -> dict:
     import numpy as np
     import pandas as pd
 
-    from prefcurate.features import DEFAULT_PHRASES, INJECTION, opener_of
+    from prefcurate.audit.features import DEFAULT_PHRASES, INJECTION, opener_of
 
     closer, injection, word = (re.compile(DEFAULT_PHRASES.closer_pattern, re.ASCII), re.compile(INJECTION, re.ASCII),
                                re.compile(r"\w+", re.ASCII))
@@ -144,8 +144,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=2_000, help="Prompts in the row-wise baseline's subsample.")
     args = ap.parse_args()
 
-    from prefcurate.audit import full_audit
-    from prefcurate.features import compute_features
+    from prefcurate.audit.features import compute_features
+    from prefcurate.audit.stage import full_audit
     from prefcurate.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:

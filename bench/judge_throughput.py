@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/judge_throughput.py [--latency 0.2] [--levels 1,8,16,32,64,128]
 
-The server (judge/fake_api.py) runs in a process of its own and answers after ``--latency``
-seconds. At each in-flight level we measure judgments/s of the whole stage, `judge.stage.judge`
+The server (prefcurate/testing/messages_api.py) runs in a process of its own and answers after ``--latency``
+seconds. At each in-flight level we measure judgments/s of the whole stage, `prefcurate.judge.stage.judge`
 with store writes, and report it as a ratio of (a) the ideal, in_flight / latency, and (b) a bare
 `asyncio.gather` over the SDK with a semaphore at the same level, measured in the same run: on 2
 cores (b) is the practical ceiling once client and server saturate the CPU. Each rate is the
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "judge.fake_api", "--latency", str(latency)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "prefcurate.testing.messages_api", "--latency", str(latency)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
@@ -52,7 +52,8 @@ def make_store(folder: Path, n: int, tag: str):
 
 def stage_rate(folder: Path, in_flight: int, n: int, tag: str, **cfg_kw) -> tuple[float, float]:
     """Judgments/s of the judge stage, and the cache-read share of input tokens."""
-    from judge.stage import judge
+    from prefcurate.judge.stage import judge
+
     from prefcurate.config import JudgeConfig
 
     store = make_store(folder, n, tag)
@@ -73,11 +74,10 @@ def bare_rate(in_flight: int, n: int, transport: str) -> float:
     """Judgments/s of a bare asyncio.gather over the SDK, same requests, no store. ``transport``:
     "aiohttp", the one the judge uses, or "httpx", the SDK's default."""
     from anthropic import AsyncAnthropic, DefaultAioHttpClient
-
-    from judge.anthropic_backend import score_tool
-    from judge.render import pointwise_user_message, rubric_system_prompt
-    from judge.rubric import load_rubric
-    from judge.verdict import JudgeTask
+    from prefcurate.judge.anthropic_backend import score_tool
+    from prefcurate.judge.render import pointwise_user_message, rubric_system_prompt
+    from prefcurate.judge.rubric import load_rubric
+    from prefcurate.judge.verdict import JudgeTask
 
     rubric = load_rubric(ROOT / "rubrics" / "helpfulness.yaml")
     system = [{"type": "text", "text": rubric_system_prompt(rubric), "cache_control": {"type": "ephemeral"}}]

@@ -4,7 +4,7 @@ artifact), each step a thin task over a core function. Runs without any Prefect 
 local API); `prefect server start` gives the UI.
 
     prefcurate run configs/demo.yaml
-    python -m flows.curate configs/demo.yaml
+    python -m prefcurate.flows.curate configs/demo.yaml
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
 
+from prefcurate.judge.probes import run_probes  # noqa: E402
+from prefcurate.judge.rubric import load_rubric  # noqa: E402
+from prefcurate.judge.stage import judge, judge_name, verify_pairs  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from judge.probes import run_probes  # noqa: E402
-from judge.rubric import load_rubric  # noqa: E402
-from judge.stage import judge, judge_name, verify_pairs  # noqa: E402
-from prefcurate.audit import full_audit  # noqa: E402
+from prefcurate.audit.report import markdown, verdict_line  # noqa: E402
+from prefcurate.audit.stage import full_audit  # noqa: E402
 from prefcurate.config import Config, load_config  # noqa: E402
 from prefcurate.errors import PrefcurateError  # noqa: E402
 from prefcurate.generate import generate  # noqa: E402
 from prefcurate.pairs import build_pairs  # noqa: E402
 from prefcurate.prompts import import_prompts, shard_prompt_ids  # noqa: E402
-from prefcurate.report import markdown, verdict_line  # noqa: E402
 from prefcurate.store import exclusive, new_run_id, open_store  # noqa: E402
 
 

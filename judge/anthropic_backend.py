@@ -19,9 +19,10 @@ import re
 import time
 from collections.abc import Callable
 
-from judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
-from judge.rubric import Rubric
-from judge.verdict import JudgeTask, Verdict
+from prefcurate.judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
+from prefcurate.judge.rubric import Rubric
+from prefcurate.judge.verdict import JudgeTask, Verdict
+
 from prefcurate.config import JudgeConfig, ModelPrice
 from prefcurate.errors import ConfigError, CredentialsRefused, PrefcurateError
 

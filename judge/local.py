@@ -15,9 +15,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from judge.render import pairwise_messages, pointwise_messages
-from judge.rubric import Rubric
-from judge.verdict import JudgeTask, Verdict
+from prefcurate.judge.render import pairwise_messages, pointwise_messages
+from prefcurate.judge.rubric import Rubric
+from prefcurate.judge.verdict import JudgeTask, Verdict
+
 from prefcurate.config import JudgeConfig
 
 

@@ -13,10 +13,11 @@ import json
 import os
 import time
 
-from judge.anthropic_backend import VERDICT_TOOL_SPEC, read_answer, score_tool
-from judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
-from judge.rubric import Rubric
-from judge.verdict import JudgeTask, Verdict
+from prefcurate.judge.anthropic_backend import VERDICT_TOOL_SPEC, read_answer, score_tool
+from prefcurate.judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
+from prefcurate.judge.rubric import Rubric
+from prefcurate.judge.verdict import JudgeTask, Verdict
+
 from prefcurate.config import JudgeConfig
 from prefcurate.errors import ConfigError, CredentialsRefused
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from judge.rubric import load_rubric
-from judge.stage import JudgeStats, _compare, _judge_all, _row, judge_name, task_for
+from prefcurate.judge.rubric import load_rubric
+from prefcurate.judge.stage import JudgeStats, _compare, _judge_all, _row, judge_name, task_for
+
+from prefcurate.audit.features import opener_of
 from prefcurate.config import Config
-from prefcurate.features import opener_of
 from prefcurate.ids import judgment_id
 from prefcurate.store import Store
 

@@ -6,8 +6,9 @@ close the fence early: it would have to contain the hash of itself.
 
 from __future__ import annotations
 
-from judge.rubric import Criterion, Rubric
-from judge.verdict import JudgeTask
+from prefcurate.judge.rubric import Criterion, Rubric
+from prefcurate.judge.verdict import JudgeTask
+
 from prefcurate.ids import content_id
 
 

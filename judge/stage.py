@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from judge.anthropic_backend import BudgetExhausted
-from judge.local import LocalJudge
-from judge.rubric import Rubric, load_rubric
-from judge.verdict import JudgeTask, Verdict
+from prefcurate.judge.anthropic_backend import BudgetExhausted
+from prefcurate.judge.local import LocalJudge
+from prefcurate.judge.rubric import Rubric, load_rubric
+from prefcurate.judge.verdict import JudgeTask, Verdict
+
 from prefcurate.config import JudgeConfig
 from prefcurate.ids import judgment_id
 from prefcurate.progress import track
@@ -56,11 +57,11 @@ def judge_name(cfg: JudgeConfig) -> str:
 
 def make_judge(cfg: JudgeConfig, rubric: Rubric):
     if cfg.backend == "anthropic":
-        from judge.anthropic_backend import AnthropicJudge
+        from prefcurate.judge.anthropic_backend import AnthropicJudge
 
         return AnthropicJudge(cfg, rubric)
     if cfg.backend == "openai":
-        from judge.openai_backend import OpenAIJudge
+        from prefcurate.judge.openai_backend import OpenAIJudge
 
         return OpenAIJudge(cfg, rubric)
     return LocalJudge(cfg, rubric)

@@ -52,15 +52,15 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
             help="i/n: only the prompts whose id hashes to shard i of n, into a store of its own "
                  "(default data/prefcurate.shard-i-of-n.duckdb); `prefcurate merge` joins the shards.")] = None) -> None:
     """Run the curation flow: prompts, generate, judge, pairs, probes, audit (each does only what is missing)."""
-    from judge.rubric import load_rubric
     from prefcurate.config import load_config
     from prefcurate.ids import parse_shard
+    from prefcurate.judge.rubric import load_rubric
 
     # Bad input fails here, in a second, before Prefect or a model starts.
     load_rubric(load_config(config).judge.rubric)
     shard_of = parse_shard(shard) if shard else None
 
-    from flows.curate import curate
+    from prefcurate.flows.curate import curate
     from prefcurate.generate.vllm_backend import shutdown_engines
     from prefcurate.store import open_store, resolve_db_path
 
@@ -89,8 +89,8 @@ def deploy(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. con
     """Serve the curation flow as a Prefect deployment on a schedule; each run does only what is new."""
     from pathlib import Path
 
-    from judge.rubric import load_rubric
     from prefcurate.config import load_config
+    from prefcurate.judge.rubric import load_rubric
     from prefcurate.store import resolve_db_path
 
     load_rubric(load_config(config).judge.rubric)
@@ -102,7 +102,7 @@ def deploy(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. con
     except ValidationError:
         raise PrefcurateError(f"--cron {cron!r} is not a cron expression; give five fields, "
                               "e.g. \"0 2 * * *\" for 02:00 every day") from None
-    from flows.curate import curate
+    from prefcurate.flows.curate import curate
 
     parameters = {"config_path": str(Path(config).resolve()), "db": str(resolve_db_path(db).resolve())}
     console.print(f"serving prefcurate-curate/{name} on {cron!r} with {parameters}; Ctrl-C stops it", soft_wrap=True)
@@ -272,8 +272,8 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
                   db: Db = None) -> None:
     """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`."""
     from prefcurate.store import open_store
-    from train.config import load_train_config
-    from train.dpo import train_dpo
+    from prefcurate.train.config import load_train_config
+    from prefcurate.train.dpo import train_dpo
 
     cfg = load_train_config(config)
     with open_store(db) as store:
@@ -291,9 +291,9 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
 def probe(config: Annotated[str, typer.Argument(help="Run config YAML (its judge and probes sections).")], db: Db = None,
           quiet: Quiet = False) -> None:
     """Re-judge perturbed candidates (opener, padding, swapped order, a content-free answer)."""
-    from judge.probes import run_probes
     from prefcurate.config import load_config
     from prefcurate.generate.vllm_backend import shutdown_engines
+    from prefcurate.judge.probes import run_probes
     from prefcurate.store import open_store
 
     cfg = load_config(config)
@@ -315,9 +315,9 @@ def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="P
     """The consistency audit: the judge's bias, probes and consistency, flags per pair, and the gates."""
     from pathlib import Path
 
-    from prefcurate.audit import full_audit
+    from prefcurate.audit.report import audit_tables, render_html, score_length_points, verdict_line
+    from prefcurate.audit.stage import full_audit
     from prefcurate.config import load_config
-    from prefcurate.report import audit_tables, render_html, score_length_points, verdict_line
     from prefcurate.store import open_store
 
     audit_cfg = load_config(config).audit if config else None
@@ -356,7 +356,7 @@ def audit_dataset(
     config: Annotated[str | None, typer.Option(help="Run config whose audit.openers and audit.closers to use.")] = None,
 ) -> None:
     """Measure length and opener bias in any preference dataset, e.g. one you did not make."""
-    from prefcurate.audit import Columns, dataset_audit
+    from prefcurate.audit.dataset import Columns, dataset_audit
     from prefcurate.config import AuditConfig, load_config
 
     phrases = (load_config(config).audit if config else AuditConfig()).phrases()
@@ -365,7 +365,7 @@ def audit_dataset(
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
-    from prefcurate.report import bias_table
+    from prefcurate.audit.report import bias_table
 
     t = bias_table(metrics)
     print_table(t.title, t.columns, t.rows)

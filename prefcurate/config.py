@@ -13,9 +13,9 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prefcurate.audit.features import CLOSERS, OPENERS, Phrases
+from prefcurate.audit.flags import DEFAULT_BLOCKING, Flag
 from prefcurate.errors import ConfigError
-from prefcurate.features import CLOSERS, OPENERS, Phrases
-from prefcurate.flags import DEFAULT_BLOCKING, Flag
 
 
 class _Section(BaseModel):

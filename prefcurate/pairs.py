@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prefcurate.audit.features import DEFAULT_PHRASES, Phrases, compute_features
 from prefcurate.config import PairsConfig
-from prefcurate.features import DEFAULT_PHRASES, Phrases, compute_features
 from prefcurate.ids import content_id
 from prefcurate.stats import StageStats
 from prefcurate.store import Store

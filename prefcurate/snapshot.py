@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import prefcurate
-from prefcurate.audit import full_audit
+from prefcurate.audit.stage import full_audit
 from prefcurate.config import AuditConfig
 from prefcurate.errors import GatesFailed, NotFoundError, PrefcurateError
 from prefcurate.ids import content_id, sha256_file, unit_interval

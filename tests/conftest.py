@@ -76,7 +76,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def pipeline_store(prefect_harness, config_path, tmp_path_factory) -> Path:
     """A store after one full flow run on the test config (hybrid: pairs verified in both orders)."""
-    from flows.curate import curate
+    from prefcurate.flows.curate import curate
 
     db = tmp_path_factory.mktemp("pipeline") / "prefcurate.duckdb"
     curate(str(config_path), str(db))
@@ -87,7 +87,7 @@ def pipeline_store(prefect_harness, config_path, tmp_path_factory) -> Path:
 def pointwise_store(prefect_harness, config_dict, tmp_path_factory) -> Path:
     """A store after a flow run in pointwise mode: the tiny random judge flips on swapped order, so
     pairwise verification would leave too few pairs to train on."""
-    from flows.curate import curate
+    from prefcurate.flows.curate import curate
 
     folder = tmp_path_factory.mktemp("pointwise")
     cfg = folder / "pointwise.yaml"

@@ -9,15 +9,15 @@ import sys
 
 import pytest
 from conftest import ROOT
+from prefcurate.judge.anthropic_backend import BudgetExhausted
+from prefcurate.judge.rubric import load_rubric
+from prefcurate.judge.stage import judge
 
-from judge.anthropic_backend import BudgetExhausted
-from judge.fake_api import MessagesAPIServer, fenced_candidate, hashed_scorer
-from judge.rubric import load_rubric
-from judge.stage import judge
 from prefcurate.config import JudgeConfig
 from prefcurate.errors import ConfigError, CredentialsRefused
 from prefcurate.generate import import_candidates
 from prefcurate.store import Store
+from prefcurate.testing.messages_api import MessagesAPIServer, fenced_candidate, hashed_scorer
 
 RUBRIC = ROOT / "rubrics" / "helpfulness.yaml"
 CANDIDATES = ["Paris.", "Certainly! Paris is the capital of France.", "Lyon, I think.", "I cannot help with that."]
@@ -163,7 +163,8 @@ def test_requests_per_minute_spaces_the_calls(api, store):
 
 
 def test_prices_match_exact_ids_and_dated_ids_only():
-    from judge.anthropic_backend import price_for
+    from prefcurate.judge.anthropic_backend import price_for
+
     from prefcurate.config import ModelPrice
 
     assert price_for("claude-haiku-4-5-20251001", {}).input == 1
@@ -220,7 +221,8 @@ def test_a_refused_key_stops_a_run_with_its_message_not_a_traceback(tmp_path, pr
 
 
 def test_hybrid_verifies_each_pair_in_both_orders(api, store):
-    from judge.stage import judge_name, verify_pairs
+    from prefcurate.judge.stage import judge_name, verify_pairs
+
     from prefcurate.config import PairsConfig
     from prefcurate.pairs import build_pairs
 
@@ -231,7 +233,7 @@ def test_hybrid_verifies_each_pair_in_both_orders(api, store):
     stats = verify_pairs(store, cfg)
     assert (stats.judged, stats.consistent, stats.inconsistent) == (2, 1, 0)
     pair = store.query("SELECT chosen_text, rejected_text FROM v_pairs")[0]
-    from judge.fake_api import fenced_texts
+    from prefcurate.testing.messages_api import fenced_texts
 
     shown = [fenced_texts(b) for b in api.requests[n_before:]]
     assert sorted(shown) == sorted([[pair["chosen_text"], pair["rejected_text"]], [pair["rejected_text"], pair["chosen_text"]]])
@@ -245,7 +247,8 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
             return {"winner": "A", "rationale": "the first one"}
         return hashed_scorer(body)
 
-    from judge.stage import judge_name, verify_pairs
+    from prefcurate.judge.stage import judge_name, verify_pairs
+
     from prefcurate.config import PairsConfig
     from prefcurate.errors import GatesFailed, PrefcurateError
     from prefcurate.pairs import build_pairs
@@ -280,7 +283,7 @@ def test_message_batches_submit_poll_collect_at_half_price(api, store):
 
 
 def test_a_batch_survives_a_crash_and_is_not_paid_twice(api, store, monkeypatch):
-    from judge.anthropic_backend import AnthropicJudge
+    from prefcurate.judge.anthropic_backend import AnthropicJudge
 
     api.batch_delay_s = 0.3
     real_wait = AnthropicJudge.wait_batch
@@ -300,7 +303,8 @@ def test_a_batch_survives_a_crash_and_is_not_paid_twice(api, store, monkeypatch)
 
 
 def test_errored_and_expired_batch_requests_are_judged_again(api, store):
-    from judge.stage import judge_name
+    from prefcurate.judge.stage import judge_name
+
     from prefcurate.ids import judgment_id
 
     ids = [r["candidate_id"] for r in store.query("SELECT candidate_id FROM candidates ORDER BY candidate_id")]
@@ -331,10 +335,11 @@ def test_a_reference_answer_from_prompt_metadata_is_shown_to_the_judge(api, tmp_
 
 
 def test_pairwise_mode_ranks_by_share_of_comparisons_won(api, store):
-    from judge.fake_api import text_quality
-    from judge.stage import judge_name
+    from prefcurate.judge.stage import judge_name
+
     from prefcurate.config import PairsConfig
     from prefcurate.pairs import build_pairs
+    from prefcurate.testing.messages_api import text_quality
 
     cfg = claude(mode="pairwise")
     stats = judge(store, cfg)
@@ -347,7 +352,8 @@ def test_pairwise_mode_ranks_by_share_of_comparisons_won(api, store):
 
 
 def test_pairwise_mode_with_a_first_position_judge_finds_only_ties(monkeypatch, store):
-    from judge.stage import judge_name
+    from prefcurate.judge.stage import judge_name
+
     from prefcurate.config import PairsConfig
     from prefcurate.pairs import build_pairs
 

@@ -9,8 +9,8 @@ import re
 import numpy as np
 from conftest import FIXTURES, table_checksums
 
-from prefcurate.bias import Pair, logistic_coef
-from prefcurate.features import OPENERS
+from prefcurate.audit.bias import Pair, logistic_coef
+from prefcurate.audit.features import OPENERS
 from prefcurate.store import Store
 
 AUTOJ = FIXTURES / "autoj_pairwise.jsonl"
@@ -19,7 +19,7 @@ AUTOJ_FLAGS = ["--a-col", "response 1", "--b-col", "response 2", "--label-col", 
 
 
 def independent_opener(text: str) -> bool:
-    """Written apart from prefcurate.features: strip leading blanks and markdown marks by hand."""
+    """Written apart from prefcurate.audit.features: strip leading blanks and markdown marks by hand."""
     i = 0
     while i < len(text) and (text[i].isspace() or text[i] in "*_#>`~-"):
         i += 1
@@ -64,7 +64,7 @@ def test_length_controlled_coefficient_sees_a_planted_length_preference():
         a, b = "x" * int(rng.integers(20, 400)), "y" * int(rng.integers(20, 400))
         longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
         pairs.append(Pair(str(i), longer, shorter) if rng.random() < 0.8 else Pair(str(i), shorter, longer))
-    from prefcurate.bias import PairColumns, length_bias
+    from prefcurate.audit.bias import PairColumns, length_bias
 
     biased = length_bias(PairColumns.from_pairs(pairs))
     assert biased["lc_length_coef"] > 1 and biased["lc_length_coef_ci"][0] > 0
@@ -188,7 +188,7 @@ def test_the_opener_list_is_configurable(cli, tmp_path):
 
 
 def test_stored_features_follow_the_opener_list(db, tmp_path):
-    from prefcurate.features import Phrases, compute_features
+    from prefcurate.audit.features import Phrases, compute_features
     from prefcurate.generate import import_candidates
 
     f = tmp_path / "c.jsonl"
@@ -203,7 +203,7 @@ def test_stored_features_follow_the_opener_list(db, tmp_path):
 
 def test_features_in_duckdb_match_python_and_a_hand_count(db, tmp_path):
     """The store's features come from SQL; `opener_of` (datasets, probes) reads the same pattern in Python."""
-    from prefcurate.features import compute_features, opener_of
+    from prefcurate.audit.features import compute_features, opener_of
     from prefcurate.generate import import_candidates
 
     texts = ["Certainly! Here you go.", "**Sure**, fine", "Surely not an opener", "  great", "Greatness awaits",
@@ -226,7 +226,7 @@ def test_features_in_duckdb_match_python_and_a_hand_count(db, tmp_path):
 
 
 def test_spearman_from_sql_matches_numpy(pipeline_store):
-    from prefcurate.audit import SPEARMAN_SQL
+    from prefcurate.audit.stage import SPEARMAN_SQL
 
     def ranks(v):
         order = np.argsort(v, kind="mergesort")

@@ -10,17 +10,17 @@ import random
 
 import pytest
 from conftest import ROOT
+from prefcurate.judge.probes import FILLER, INJECTED_OPENER, NULL_RESPONSE, run_probes
+from prefcurate.judge.rubric import load_rubric
+from prefcurate.judge.stage import judge, judge_name
 
-from judge.fake_api import MessagesAPIServer, fenced_texts, tool_schema
-from judge.probes import FILLER, INJECTED_OPENER, NULL_RESPONSE, run_probes
-from judge.rubric import load_rubric
-from judge.stage import judge, judge_name
-from prefcurate.audit import full_audit
+from prefcurate.audit.features import opener_of
+from prefcurate.audit.stage import full_audit
 from prefcurate.config import Config
-from prefcurate.features import opener_of
 from prefcurate.generate import import_candidates
 from prefcurate.pairs import build_pairs
 from prefcurate.store import Store
+from prefcurate.testing.messages_api import MessagesAPIServer, fenced_texts, tool_schema
 
 OPENER_BONUS = 3
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import JUDGE, RUBRIC_HASH, seed_scored, table_checksums
 
-from prefcurate.consistency import cohen_kappa, fleiss_kappa, flip_probability
+from prefcurate.audit.consistency import cohen_kappa, fleiss_kappa, flip_probability
 from prefcurate.store import Store
 
 
@@ -99,7 +99,7 @@ def test_three_repeats_use_fleiss_kappa(cli, db, tmp_path):
 
 
 def test_pointwise_repeats_give_score_spread_and_flips(db):
-    from prefcurate.audit import full_audit
+    from prefcurate.audit.stage import full_audit
     from prefcurate.config import PairsConfig
     from prefcurate.ids import judgment_id
     from prefcurate.pairs import build_pairs
@@ -121,7 +121,7 @@ def test_pointwise_repeats_give_score_spread_and_flips(db):
 
 
 def test_each_flag_names_its_pair_and_why(db, tmp_path):
-    from prefcurate.audit import full_audit
+    from prefcurate.audit.stage import full_audit
     from prefcurate.ids import judgment_id
     from prefcurate.judgments import import_judgments
 

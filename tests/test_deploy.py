@@ -14,8 +14,8 @@ import time
 import yaml
 from conftest import ROOT, child_env, claude_config, store_with_candidates
 
-from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
+from prefcurate.testing.messages_api import MessagesAPIServer
 
 
 def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
@@ -62,7 +62,7 @@ def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
 
 
 def test_prefect_yaml_deploys_the_curation_flow():
-    from flows.curate import curate
+    from prefcurate.flows.curate import curate
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     params = set(inspect.signature(curate.fn).parameters)

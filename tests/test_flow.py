@@ -37,7 +37,8 @@ def test_flow_run_fills_every_stage(pipeline_store):
 
 
 def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli, monkeypatch):
-    from judge.local import LocalJudge
+    from prefcurate.judge.local import LocalJudge
+
     from prefcurate.generate import vllm_backend
 
     def no_model(*args, **kwargs):
@@ -66,7 +67,7 @@ def test_run_with_bad_prompts_file_leaves_the_store_unchanged(pipeline_store, co
     cfg.write_text(yaml.safe_dump(config_dict | {"prompts": {"path": str(bad)}}))
     before = table_checksums(pipeline_store)
     with pytest.raises(Exception, match=f"{bad}:2: `prompt` must be a non-empty string"):
-        from flows.curate import curate
+        from prefcurate.flows.curate import curate
 
         curate(str(cfg), str(pipeline_store))
     assert table_checksums(pipeline_store) == before

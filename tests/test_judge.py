@@ -8,12 +8,12 @@ import math
 
 import pytest
 from conftest import ROOT, model_settings
+from prefcurate.judge.local import LocalJudge, ScoreTrie
+from prefcurate.judge.render import fence, pointwise_messages
+from prefcurate.judge.rubric import load_rubric
+from prefcurate.judge.stage import judge
+from prefcurate.judge.verdict import JudgeTask
 
-from judge.local import LocalJudge, ScoreTrie
-from judge.render import fence, pointwise_messages
-from judge.rubric import load_rubric
-from judge.stage import judge
-from judge.verdict import JudgeTask
 from prefcurate.config import JudgeConfig
 from prefcurate.errors import ConfigError
 from prefcurate.generate import import_candidates

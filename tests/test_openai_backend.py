@@ -78,7 +78,8 @@ def test_openai_backend_counts_failures_and_stores_nothing_for_them(vllm_server,
 
 
 def test_openai_judge_with_json_schema_output(vllm_server, tmp_path):
-    from judge.stage import judge
+    from prefcurate.judge.stage import judge
+
     from prefcurate.config import JudgeConfig
     from prefcurate.generate import import_candidates
 
@@ -104,7 +105,8 @@ def test_a_refused_key_stops_the_openai_judge(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from judge.stage import judge
+    from prefcurate.judge.stage import judge
+
     from prefcurate.config import JudgeConfig
     from prefcurate.errors import CredentialsRefused
     from prefcurate.generate import import_candidates

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from conftest import ROOT, child_env, claude_config, store_with_candidates
 
-from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
+from prefcurate.testing.messages_api import MessagesAPIServer
 
 N_PROMPTS, N_CANDIDATES = 8, 3
 
@@ -134,7 +134,8 @@ def test_a_second_writer_fails_fast_while_a_run_holds_the_store(claude_run, cli,
 
 
 def test_one_call_in_five_failing_ends_in_scores_or_recorded_errors_and_a_rerun_retries_only_those(tmp_path):
-    from judge.stage import judge
+    from prefcurate.judge.stage import judge
+
     from prefcurate.config import JudgeConfig
     from prefcurate.generate import import_candidates
 

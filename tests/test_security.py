@@ -8,7 +8,7 @@ import json
 
 from conftest import claude_config
 
-from judge.fake_api import MessagesAPIServer
+from prefcurate.testing.messages_api import MessagesAPIServer
 
 KEY = "sk-ant-LEAKCHECK-7f3a9c01d2e4b5"
 

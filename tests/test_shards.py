@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, child_env
 
-from judge.fake_api import MessagesAPIServer
 from prefcurate.store import Store
+from prefcurate.testing.messages_api import MessagesAPIServer
 
 # What defines the result, without run ids, times or latencies.
 CONTENT = {

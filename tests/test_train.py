@@ -94,8 +94,8 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
 
 
 def test_loss_type_auto_takes_the_audits_noise_estimate(pointwise_store, snapshot_id, cli, tmp_path):
-    from train.config import TrainConfig
-    from train.dpo import resolve_loss
+    from prefcurate.train.config import TrainConfig
+    from prefcurate.train.dpo import resolve_loss
 
     noisy = {"snapshot_id": "s", "audit": {"noise_estimate": {"loss_type": "robust", "label_smoothing": 0.12}}}
     assert resolve_loss(TrainConfig(loss_type="auto"), noisy) == ("robust", 0.12)
@@ -129,7 +129,7 @@ def test_tampered_snapshot_is_refused(pointwise_store, snapshot_id, cli, tmp_pat
 
 
 def test_sft_rows_teach_only_the_sft_term():
-    from train.sft import mix_rows
+    from prefcurate.train.sft import mix_rows
 
     rows = mix_rows([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], n_pairs=9, fraction=0.25,
                     seed=0)

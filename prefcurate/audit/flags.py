@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
-from prefcurate.features import SHINGLES, WORDS
+from prefcurate.audit.features import SHINGLES, WORDS
 
 if TYPE_CHECKING:
     from prefcurate.config import AuditConfig

@@ -10,7 +10,7 @@ import html
 import math
 from dataclasses import dataclass
 
-from prefcurate.flags import FLAGS
+from prefcurate.audit.flags import FLAGS
 from prefcurate.store import Store
 
 

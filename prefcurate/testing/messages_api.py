@@ -296,7 +296,7 @@ def _error(kind: str, message: str) -> dict:
 
 
 def main() -> None:
-    """Serve until killed, in a process of its own: `python -m judge.fake_api --latency 0.2`.
+    """Serve until killed, in a process of its own: `python -m prefcurate.testing.messages_api --latency 0.2`.
     Prints the URL on its first line."""
     import argparse
     import signal

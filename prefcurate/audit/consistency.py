@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from prefcurate.bias import mean, metric
+from prefcurate.audit.intervals import mean, metric
 from prefcurate.store import Store
 
 # Every plain, successful pairwise verdict, said about its two responses in a fixed orientation:
