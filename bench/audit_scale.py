@@ -66,7 +66,7 @@ FROM pairs, (VALUES ('ab'), ('ba')) v(o);
 def synthesise(store, n: int) -> None:
     for statement in SYNTH.format(n=n, n_words=len(WORDS)).split(";\n"):
         if statement.strip():
-            store.con.execute(statement, {"words": list(WORDS)} if "$words" in statement else None)
+            store.execute(statement, {"words": list(WORDS)} if "$words" in statement else None)
 
 
 def rowwise_baseline(store, prompts: list[str]) -> dict:
@@ -144,8 +144,9 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=2_000, help="Prompts in the row-wise baseline's subsample.")
     args = ap.parse_args()
 
-    from prefcurate.audit.features import compute_features
+    from prefcurate.audit.features import DEFAULT_PHRASES, compute_features
     from prefcurate.audit.stage import full_audit
+    from prefcurate.context import RunContext
     from prefcurate.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
@@ -155,10 +156,10 @@ def main() -> None:
         print(f"synthesised in {time.perf_counter() - t:.1f} s: {json.dumps(counts)}")
 
         t = time.perf_counter()
-        n_features = compute_features(store)
+        n_features = compute_features(store, DEFAULT_PHRASES)
         t_features = time.perf_counter() - t
         t = time.perf_counter()
-        metrics = full_audit(store)
+        metrics = full_audit(store, RunContext.without_rubric())
         t_rest = time.perf_counter() - t
         audit_s = t_features + t_rest
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -6,7 +6,7 @@ Both sides of each ratio run in this process on one shared engine, alternating, 
 prompts and sampling parameters; the median of the rounds is reported. Ratios, not wall
 times, are the result: the machines are shared and noisy.
 
-1. pipeline / raw: `prefcurate.generate.generate` (chunking, per-prompt seeds, DuckDB writes) vs a
+1. pipeline / raw: the generate stage, `prefcurate.generate.run` (chunking, per-prompt seeds, DuckDB writes) vs a
    bare `vllm.LLM.chat` over the same requests. Target >= 0.95.
 2. n=N / N x n=1: one request with n parallel samples (the prompt is prefilled once) vs N separate
    single-sample requests.
@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,19 +47,25 @@ def main() -> None:
 
     from vllm import SamplingParams
 
-    from prefcurate.config import GeneratorConfig
-    from prefcurate.generate import generate, prompt_seed
+    from prefcurate import generate
+    from prefcurate.config import Config
+    from prefcurate.context import RunContext
+    from prefcurate.generate import prompt_seed
     from prefcurate.generate.vllm_backend import get_llm, sampling_params, shutdown_engines
-    from prefcurate.prompts import Prompt, prompt_id_for
+    from prefcurate.inputs import Prompt, prompt_id_for
     from prefcurate.store import Store
     from prefcurate.tinymodel import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     model = args.model or str(build_tiny_model(tmp / "tiny-model"))
-    cfg = GeneratorConfig(backend="vllm", model=model, n=args.n, max_tokens=args.max_tokens, dtype="float32",
-                          max_model_len=2048, enforce_eager=True)
+    config = Config.model_validate({
+        "generator": {"backend": "vllm", "model": model, "n": args.n, "max_tokens": args.max_tokens, "dtype": "float32",
+                      "max_model_len": 2048, "enforce_eager": True},
+        "judge": {"rubric": str(ROOT / "rubrics" / "helpfulness.yaml")}})
+    cfg = config.generator
     texts = make_prompts(args.prompts)
     prompts = [Prompt(prompt_id_for([{"role": "user", "content": t}]), [{"role": "user", "content": t}]) for t in texts]
+    ctx = RunContext.of(config).scoped([p.prompt_id for p in prompts])
     llm = get_llm(cfg)
     llm.chat([p.messages for p in prompts[:4]], sampling_params(cfg, 0), use_tqdm=False)  # warm-up
 
@@ -67,7 +74,7 @@ def main() -> None:
             store.insert("prompts", [{"prompt_id": p.prompt_id, "messages": p.messages, "prompt_text": p.text}
                                      for p in prompts])
             start = time.perf_counter()
-            generate(store, cfg, [p.prompt_id for p in prompts])
+            generate.run(store, ctx)
             elapsed = time.perf_counter() - start
             return elapsed, int(store.scalar("SELECT sum(completion_tokens) FROM candidates"))
 

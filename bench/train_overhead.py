@@ -59,7 +59,8 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[str, float, float]:
 
 
 def make_snapshot(folder: Path, n_pairs: int) -> str:
-    from prefcurate.config import AuditConfig
+    from prefcurate.config import Config
+    from prefcurate.context import RunContext
     from prefcurate.judgments import import_judgments
     from prefcurate.snapshot import create_snapshot
     from prefcurate.store import Store
@@ -75,7 +76,8 @@ def make_snapshot(folder: Path, n_pairs: int) -> str:
     f.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with Store(folder / "bench.duckdb") as store:
         import_judgments(store, str(f))
-        return create_snapshot(store, test_fraction=0.0, audit=AuditConfig(blocking_flags=[]), force=True).snapshot_id
+        ctx = RunContext.without_rubric(Config.model_validate({"audit": {"blocking_flags": []}}), "the bench")
+        return create_snapshot(store, ctx, test_fraction=0.0, force=True).snapshot_id
 
 
 def main() -> None:

@@ -19,12 +19,11 @@ import re
 import time
 from collections.abc import Callable
 
+from prefcurate.config import AnthropicJudgeConfig, ModelPrice
+from prefcurate.errors import ConfigError, CredentialsRefused
 from prefcurate.judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
-from prefcurate.judge.rubric import Rubric
 from prefcurate.judge.verdict import JudgeTask, Verdict
-
-from prefcurate.config import JudgeConfig, ModelPrice
-from prefcurate.errors import ConfigError, CredentialsRefused, PrefcurateError
+from prefcurate.rubric import Rubric
 
 SCORE_TOOL, VERDICT_TOOL = "submit_scores", "submit_verdict"
 POSITIONS = {"A": "first", "B": "second", "tie": "tie"}
@@ -48,10 +47,6 @@ DATE_SUFFIX = re.compile(r"-\d{8}$")
 
 
 BATCH_DISCOUNT = 0.5  # Message Batches are billed at half the price
-
-
-class BudgetExhausted(PrefcurateError):
-    pass
 
 
 NO_USAGE = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
@@ -149,11 +144,10 @@ class RateLimiter:
 
 
 class AnthropicJudge:
-    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
+    def __init__(self, cfg: AnthropicJudgeConfig, rubric: Rubric):
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ConfigError("judge.backend is anthropic but ANTHROPIC_API_KEY is not set; export it first")
         self.cfg, self.rubric = cfg, rubric
-        self.name = f"anthropic:{cfg.model}"
         self.price = price_for(cfg.model, cfg.prices)
         if cfg.max_usd is not None and self.price is None:
             raise ConfigError(f"judge.max_usd is set but no price is known for {cfg.model!r}; "

@@ -15,11 +15,10 @@ import math
 import time
 from dataclasses import dataclass
 
+from prefcurate.config import LocalJudgeConfig
 from prefcurate.judge.render import pairwise_messages, pointwise_messages
-from prefcurate.judge.rubric import Rubric
 from prefcurate.judge.verdict import JudgeTask, Verdict
-
-from prefcurate.config import JudgeConfig
+from prefcurate.rubric import Rubric
 
 
 @dataclass
@@ -57,7 +56,7 @@ class ScoreTrie:
 class VLLMScorer:
     """Next-token log-probabilities of chosen tokens, from the shared vLLM engine."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: LocalJudgeConfig):
         from prefcurate.generate.vllm_backend import get_llm
 
         self.llm = get_llm(cfg)
@@ -79,12 +78,13 @@ class VLLMScorer:
 class HFScorer:
     """The same with transformers: one forward pass per batch, left-padded."""
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: LocalJudgeConfig):
+        from prefcurate.generate.base import context_length
         from prefcurate.generate.hf_backend import get_model
 
         self.tokenizer, self.model = get_model(cfg)
-        self.max_len = self.model.config.max_position_embeddings
-        self.batch_size = cfg.batch_size
+        self.max_len = context_length(cfg)
+        self.batch_size = cfg.forward_batch
 
     def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[list[int]]) -> list[dict[int, float]]:
         import torch
@@ -105,9 +105,8 @@ class HFScorer:
 
 
 class LocalJudge:
-    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
+    def __init__(self, cfg: LocalJudgeConfig, rubric: Rubric):
         self.cfg, self.rubric = cfg, rubric
-        self.name = f"local:{cfg.model}"
         self.scorer = VLLMScorer(cfg) if cfg.engine == "vllm" else HFScorer(cfg)
         self.tokenizer = self.scorer.tokenizer
         self.trie = ScoreTrie.build(self.tokenizer, rubric.scale.min, rubric.scale.max)
@@ -125,8 +124,8 @@ class LocalJudge:
                 for c in self.rubric.criteria}
 
     def run(self, tasks: list[JudgeTask], sink) -> None:
-        """Judge ``judge.batch_size`` tasks per engine call, calling ``sink(i, verdict)`` for each."""
-        size = self.cfg.batch_size
+        """Judge ``judge.engine_batch`` tasks per engine call, calling ``sink(i, verdict)`` for each."""
+        size = self.cfg.engine_batch
         for start in range(0, len(tasks), size):
             for j, verdict in enumerate(self.judge(tasks[start:start + size])):
                 sink(start + j, verdict)

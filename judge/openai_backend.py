@@ -13,21 +13,17 @@ import json
 import os
 import time
 
+from prefcurate.config import OpenAIJudgeConfig
+from prefcurate.errors import CredentialsRefused
 from prefcurate.judge.anthropic_backend import VERDICT_TOOL_SPEC, read_answer, score_tool
 from prefcurate.judge.render import pairwise_user_message, pointwise_user_message, rubric_system_prompt
-from prefcurate.judge.rubric import Rubric
 from prefcurate.judge.verdict import JudgeTask, Verdict
-
-from prefcurate.config import JudgeConfig
-from prefcurate.errors import ConfigError, CredentialsRefused
+from prefcurate.rubric import Rubric
 
 
 class OpenAIJudge:
-    def __init__(self, cfg: JudgeConfig, rubric: Rubric):
-        if not cfg.base_url:
-            raise ConfigError("judge.base_url: the openai judge needs the server URL, e.g. http://127.0.0.1:8000/v1")
+    def __init__(self, cfg: OpenAIJudgeConfig, rubric: Rubric):
         self.cfg, self.rubric = cfg, rubric
-        self.name = f"openai:{cfg.model}"
         self.price = cfg.prices.get(cfg.model)
         self.system = rubric_system_prompt(rubric)
         self.schemas = {"pointwise": score_tool(rubric)["input_schema"], "pairwise": VERDICT_TOOL_SPEC["input_schema"]}

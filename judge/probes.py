@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefcurate.judge.rubric import load_rubric
-from prefcurate.judge.stage import JudgeStats, _compare, _judge_all, _row, judge_name, task_for
-
 from prefcurate.audit.features import opener_of
-from prefcurate.config import Config
-from prefcurate.ids import judgment_id
+from prefcurate.context import RunContext
+from prefcurate.judge.runner import JudgeStats, item, judge_missing, pair_items, task_for
 from prefcurate.store import Store
 
 INJECTED_OPENER = "Certainly! Great question! "
@@ -30,6 +27,7 @@ FILLER = [
     "This answer has been written with care and attention to detail.",
 ]
 
+# A fixed sample of this judge's pairs (any run's).
 SAMPLE_SQL = """
 SELECT v.pair_id, v.prompt_id, p.messages, p.metadata, v.chosen_id, v.rejected_id, v.chosen_text, v.rejected_text
 FROM v_pairs v JOIN prompts p USING (prompt_id)
@@ -52,39 +50,33 @@ class ProbeStats(JudgeStats):
     pairs: int = 0  # pairs sampled
 
 
-def run_probes(store: Store, cfg: Config, run_id: str | None = None, show_progress: bool = False) -> ProbeStats:
-    """Judge the perturbations of ``cfg.probes.kinds`` on a sample of pairs."""
-    jc = cfg.judge
-    rubric, name = load_rubric(jc.rubric), judge_name(jc)
-    pairs = store.query(SAMPLE_SQL, [name, rubric.hash, cfg.probes.sample]) if cfg.probes.sample else []
+def run(store: Store, ctx: RunContext) -> ProbeStats:
+    """Judge the perturbations of ``probes.kinds`` on a sample of ``probes.sample`` pairs."""
+    rubric, probes = ctx.require_rubric(), ctx.config.probes
+    pairs = store.query(SAMPLE_SQL, [ctx.judge, rubric.hash, probes.sample]) if probes.sample else []
     stats = ProbeStats(pairs=len(pairs))
-    kinds = set(cfg.probes.kinds)
-    scoring = jc.mode != "pairwise"  # score-shift probes need a pointwise judge
-    items = []
-    for pr in pairs:
-        if scoring and "opener_injection" in kinds and opener_of(pr["rejected_text"], cfg.audit.phrases()) is None:
-            items.append(pr | {"probe": "opener_injection", "cand": pr["rejected_id"], "text": INJECTED_OPENER + pr["rejected_text"]})
-        if scoring and "padding" in kinds:
-            items.append(pr | {"probe": "padding", "cand": pr["rejected_id"], "text": pad(pr["rejected_text"])})
-    if scoring and "null_response" in kinds:
-        for prompt_id, pr in {pr["prompt_id"]: pr for pr in pairs}.items():
-            items.append(pr | {"probe": "null_response", "cand": f"null:{prompt_id}", "text": NULL_RESPONSE})
-
-    def jid(item: dict) -> str:
-        return judgment_id(item["cand"], name, rubric.hash, probe=item["probe"])
-
-    done = {r["judgment_id"] for r in store.query(
-        "SELECT judgment_id FROM judgments WHERE judge = ? AND rubric_hash = ? AND probe IS NOT NULL "
-        "AND status <> 'api_error'", [name, rubric.hash])}
-    todo = [i for i in items if jid(i) not in done]
-    stats.todo, stats.already_judged = len(todo), len(items) - len(todo)
-    _judge_all(store, jc, rubric, todo, lambda i: task_for(i, rubric, (i["text"],)),
-               lambda i, v: _row(v, rubric, name, run_id, prompt_id=i["prompt_id"], candidate_id=i["cand"],
-                                 candidate_b_id=None, mode="pointwise", pair_order=None, repeat_index=0, probe=i["probe"]),
-               jid, "pointwise", stats, "probing the judge", show_progress, run_id)
-    if "swap" in kinds:
+    if ctx.config.judge.mode != "pairwise":  # score-shift probes need a pointwise judge
+        judge_missing(store, ctx, score_probes(ctx, pairs), stats, "probing the judge")
+    if "swap" in probes.kinds:
         rows = [pr | {"a_id": pr["chosen_id"], "a_text": pr["chosen_text"], "b_id": pr["rejected_id"],
                       "b_text": pr["rejected_text"], "pair_order": order, "repeat_index": 0}
                 for pr in pairs for order in ("ab", "ba")]
-        _compare(store, jc, rows, stats, "probing order", run_id, show_progress, probe="swap")
+        judge_missing(store, ctx, pair_items(ctx, rows, probe="swap"), stats, "probing order")
     return stats
+
+
+def score_probes(ctx: RunContext, pairs: list[dict]) -> list:
+    """The pointwise probes: each pair's rejected response with an opener injected (when it has none) or
+    padded, and a content-free answer to each prompt."""
+    rubric, kinds = ctx.require_rubric(), set(ctx.config.probes.kinds)
+    perturbed = []  # (probe, row, candidate id, text)
+    for pr in pairs:
+        if "opener_injection" in kinds and opener_of(pr["rejected_text"], ctx.phrases) is None:
+            perturbed.append(("opener_injection", pr, pr["rejected_id"], INJECTED_OPENER + pr["rejected_text"]))
+        if "padding" in kinds:
+            perturbed.append(("padding", pr, pr["rejected_id"], pad(pr["rejected_text"])))
+    if "null_response" in kinds:
+        perturbed += [("null_response", pr, f"null:{pid}", NULL_RESPONSE) for pid, pr in
+                      {pr["prompt_id"]: pr for pr in pairs}.items()]
+    return [item(ctx, task_for(pr, rubric, (text,)), pr["prompt_id"], cand, probe=probe)
+            for probe, pr, cand, text in perturbed]

@@ -6,10 +6,9 @@ close the fence early: it would have to contain the hash of itself.
 
 from __future__ import annotations
 
-from prefcurate.judge.rubric import Criterion, Rubric
-from prefcurate.judge.verdict import JudgeTask
-
 from prefcurate.ids import content_id
+from prefcurate.judge.verdict import JudgeTask
+from prefcurate.rubric import Criterion, Rubric
 
 
 def rubric_system_prompt(rubric: Rubric) -> str:

@@ -28,6 +28,8 @@ app.add_typer(train_app, name="train")
 
 Db = Annotated[str | None, typer.Option("--db", help="Store file (default: $PREFCURATE_DB, else data/prefcurate.duckdb).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ConfigOption = Annotated[str | None, typer.Option(
+    help="Run config YAML (default: the config recorded with the store's latest `prefcurate run`).")]
 
 
 def errors_to_exit(fn):
@@ -44,6 +46,18 @@ def errors_to_exit(fn):
     return wrapper
 
 
+def _store_context(store, config: str | None, announce: bool = True):
+    """The context a command on a filled store works with: ``--config`` if given, else the config
+    recorded with the store's latest run, else the defaults; it says which."""
+    from prefcurate.context import RunContext
+    from prefcurate.runs import latest_context
+
+    ctx = RunContext.resolve(config, read_prompts=False) if config else latest_context(store) or RunContext.without_rubric()
+    if announce:
+        console.print(f"config: {ctx.source}", soft_wrap=True, highlight=False)
+    return ctx
+
+
 @app.command()
 @errors_to_exit
 def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")], db: Db = None,
@@ -51,28 +65,29 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
         shard: Annotated[str | None, typer.Option(
             help="i/n: only the prompts whose id hashes to shard i of n, into a store of its own "
                  "(default data/prefcurate.shard-i-of-n.duckdb); `prefcurate merge` joins the shards.")] = None) -> None:
-    """Run the curation flow: prompts, generate, judge, pairs, probes, audit (each does only what is missing)."""
-    from prefcurate.config import load_config
-    from prefcurate.ids import parse_shard
-    from prefcurate.judge.rubric import load_rubric
+    """Run the curation flow: prompts, generate, judge, pairs, verify, probes, audit (each does only what is missing)."""
+    from prefcurate.flows.server import PrefectAPI
 
-    # Bad input fails here, in a second, before Prefect or a model starts.
-    load_rubric(load_config(config).judge.rubric)
-    shard_of = parse_shard(shard) if shard else None
+    with PrefectAPI() as api:  # a temporary Prefect API unless PREFECT_API_URL names one; it starts while we load
+        from prefcurate.context import RunContext
+        from prefcurate.ids import parse_shard
+        from prefcurate.store import open_store, resolve_db_path
 
-    from prefcurate.flows.curate import curate
-    from prefcurate.generate.vllm_backend import shutdown_engines
-    from prefcurate.store import open_store, resolve_db_path
+        shard_of = parse_shard(shard) if shard else None
+        # The config, its rubric and its prompts are read and validated here, before Prefect or a model starts.
+        ctx = RunContext.resolve(config, shard=shard_of, show_progress=not quiet)
+        path = resolve_db_path(db)
+        if shard_of and db is None:
+            path = path.with_name(f"{path.stem}.shard-{shard_of[0]}-of-{shard_of[1]}{path.suffix}")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bars say what matters
+        from prefcurate.flows.curate import curate
+        from prefcurate.generate.vllm_backend import shutdown_engines
 
-    path = resolve_db_path(db)
-    if shard_of and db is None:
-        path = path.with_name(f"{path.stem}.shard-{shard_of[0]}-of-{shard_of[1]}{path.suffix}")
-    path = str(path)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bars say what matters
-    try:
-        result = curate(config, path, show_progress=not quiet, shard=shard_of)
-    finally:
-        shutdown_engines()
+        try:
+            with api.serving():
+                result = curate(ctx, str(path))
+        finally:
+            shutdown_engines()
     rows = [(stage, ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in s.items()))
             for stage, s in result["stats"].items()]
     print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
@@ -89,11 +104,10 @@ def deploy(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. con
     """Serve the curation flow as a Prefect deployment on a schedule; each run does only what is new."""
     from pathlib import Path
 
-    from prefcurate.config import load_config
-    from prefcurate.judge.rubric import load_rubric
+    from prefcurate.context import RunContext
     from prefcurate.store import resolve_db_path
 
-    load_rubric(load_config(config).judge.rubric)
+    RunContext.resolve(config)  # a bad config, rubric or prompts file fails now, not at 02:00
     from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
@@ -104,7 +118,7 @@ def deploy(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. con
                               "e.g. \"0 2 * * *\" for 02:00 every day") from None
     from prefcurate.flows.curate import curate
 
-    parameters = {"config_path": str(Path(config).resolve()), "db": str(resolve_db_path(db).resolve())}
+    parameters = {"config": str(Path(config).resolve()), "db": str(resolve_db_path(db).resolve())}
     console.print(f"serving prefcurate-curate/{name} on {cron!r} with {parameters}; Ctrl-C stops it", soft_wrap=True)
     # One run at a time: a run that is still going when the next is due makes that one wait.
     curate.serve(name=name, cron=cron, parameters=parameters, limit=1, print_starting_message=False)
@@ -116,12 +130,11 @@ def merge(stores: Annotated[list[str], typer.Argument(help="Shard stores to merg
           db: Db = None) -> None:
     """Merge shard stores into one (--db); merging the same shards again adds nothing."""
     from prefcurate.merge import merge_stores
+    from prefcurate.runs import recorded_run
     from prefcurate.store import open_store
 
-    with open_store(db) as store, store.transaction():
-        run_id = store.start_run("merge", {"stores": stores})
-        added = merge_stores(store, stores)
-        store.finish_run(run_id, {"merge": added})
+    with open_store(db) as store, store.transaction(), recorded_run(store, "merge", arguments={"stores": stores}) as run:
+        run.stats["merge"] = added = merge_stores(store, stores)
         counts = store.counts()
     print_table("Merged", ["table", "new rows"], list(added.items()))
     print_counts(counts)
@@ -129,12 +142,12 @@ def merge(stores: Annotated[list[str], typer.Argument(help="Shard stores to merg
 
 def _recorded_import(db: str | None, kind: str, file: str, importer) -> dict:
     """Run one importer and its `runs` row in one transaction: a refused file leaves no trace."""
+    from prefcurate.runs import recorded_run
     from prefcurate.store import open_store
 
-    with open_store(db) as store, store.transaction():
-        run_id = store.start_run(f"import {kind}", {"file": file})
-        stats = importer(store, file, run_id).as_dict()
-        store.finish_run(run_id, {kind: stats})
+    with open_store(db) as store, store.transaction(), \
+            recorded_run(store, f"import {kind}", arguments={"file": file}) as run:
+        stats = run.stats[kind] = importer(store, file, run.run_id).as_dict()
     return stats
 
 
@@ -177,28 +190,25 @@ def import_judgments_cmd(file: Annotated[str, typer.Argument(
 @snapshot_app.command("create")
 @errors_to_exit
 def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to remember it by.")] = None,
-                    config: Annotated[str | None, typer.Option(
-                        help="Run config whose audit (flags, gates) and snapshot.test_fraction to use.")] = None,
+                    config: ConfigOption = None,
                     test_fraction: Annotated[float | None, typer.Option(
-                        help="Share of prompts held out for test (default: the config's, else 0.1).")] = None,
+                        help="Share of prompts held out for test (default: the config's snapshot.test_fraction).")] = None,
                     force: Annotated[bool, typer.Option(
                         "--force", help="Snapshot even though an audit gate failed (recorded in the manifest).")] = False,
                     db: Db = None) -> None:
     """Audit the store, then freeze the pairs without a blocking flag; the snapshot id is the last line printed."""
-    from prefcurate.config import Config, load_config
+    from prefcurate.runs import recorded_run
     from prefcurate.snapshot import create_snapshot
     from prefcurate.store import open_store
 
-    cfg = load_config(config) if config else Config()
-    if test_fraction is None:
-        test_fraction = cfg.snapshot.test_fraction
-    if not 0 <= test_fraction < 1:
+    if test_fraction is not None and not 0 <= test_fraction < 1:
         raise PrefcurateError(f"--test-fraction is {test_fraction}; give a value in [0, 1)")
     with open_store(db) as store, store.transaction():
-        run_id = store.start_run("snapshot create", {"name": name, "test_fraction": test_fraction, "force": force,
-                                                     "audit": cfg.audit.model_dump(mode="json")})
-        snap = create_snapshot(store, name, test_fraction, run_id, cfg.audit, force)
-        store.finish_run(run_id, {"snapshot": {"snapshot_id": snap.snapshot_id, "created": snap.created}})
+        ctx = _store_context(store, config)
+        arguments = {"name": name, "test_fraction": test_fraction, "force": force}
+        with recorded_run(store, "snapshot create", ctx, arguments) as run:
+            snap = create_snapshot(store, ctx, name, test_fraction, force)
+            run.stats["snapshot"] = {"snapshot_id": snap.snapshot_id, "created": snap.created}
     state = "created" if snap.created else "already existed"
     audit = snap.manifest.get("audit")  # None for a snapshot frozen before audits existed
     if audit and audit["forced"]:
@@ -288,48 +298,41 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
 
 @app.command()
 @errors_to_exit
-def probe(config: Annotated[str, typer.Argument(help="Run config YAML (its judge and probes sections).")], db: Db = None,
-          quiet: Quiet = False) -> None:
+def probe(config: ConfigOption = None, db: Db = None, quiet: Quiet = False) -> None:
     """Re-judge perturbed candidates (opener, padding, swapped order, a content-free answer)."""
-    from prefcurate.config import load_config
     from prefcurate.generate.vllm_backend import shutdown_engines
-    from prefcurate.judge.probes import run_probes
+    from prefcurate.stages import run_stage
     from prefcurate.store import open_store
 
-    cfg = load_config(config)
-    try:
-        with open_store(db) as store:
-            run_id = store.start_run("probe", cfg.model_dump(mode="json"))
-            stats = run_probes(store, cfg, run_id, show_progress=not quiet)
-            store.finish_run(run_id, {"probes": stats.as_dict()})
-    finally:
-        shutdown_engines()
+    with open_store(db) as store:
+        ctx = _store_context(store, config).model_copy(update={"show_progress": not quiet})
+        try:
+            stats = run_stage(store, ctx, "probes", "probe")
+        finally:
+            shutdown_engines()
     console.print(f"probes: {stats.pairs} pairs sampled, {stats.judged} judgments, {stats.failed} failed")
 
 
 @app.command()
 @errors_to_exit
 def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
-          config: Annotated[str | None, typer.Option(help="Run config whose audit section (flags, gates) to use.")] = None,
+          config: ConfigOption = None,
           html: Annotated[str | None, typer.Option("--html", help="Also write a self-contained HTML report with plots here.")] = None) -> None:
     """The consistency audit: the judge's bias, probes and consistency, flags per pair, and the gates."""
     from pathlib import Path
 
     from prefcurate.audit.report import audit_tables, render_html, score_length_points, verdict_line
-    from prefcurate.audit.stage import full_audit
-    from prefcurate.config import load_config
+    from prefcurate.stages import run_stage
     from prefcurate.store import open_store
 
-    audit_cfg = load_config(config).audit if config else None
     with open_store(db) as store, store.transaction():
-        run_id = store.start_run("audit", audit_cfg.model_dump(mode="json") if audit_cfg else None)
-        metrics = full_audit(store, audit_cfg, run_id)
-        store.finish_run(run_id, {"audit": {"audit_id": metrics["audit_id"], "passed": metrics["passed"]}})
+        ctx = _store_context(store, config, announce=not as_json)
+        metrics = run_stage(store, ctx, "audit", "audit").metrics
         points = score_length_points(store) if html else []
     if html:
         Path(html).write_text(render_html(metrics, points), encoding="utf-8")
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics | {"config_source": ctx.source}, indent=2))
         return
     for t in audit_tables(metrics):
         print_table(t.title, t.columns, t.rows)

@@ -34,6 +34,10 @@ class GatesFailed(PrefcurateError):
     """The audit's gates failed: the judge is not fit to label training data as it stands."""
 
 
+class BudgetExhausted(PrefcurateError):
+    """A judge's spend would pass judge.max_usd: the run stops, keeping what was judged."""
+
+
 class StoreError(PrefcurateError):
     """The store cannot be opened, is locked by another process, or refuses a statement."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prefcurate.errors import InputError
 from prefcurate.ids import canonical_json, content_id, judgment_id
-from prefcurate.prompts import normalise_messages, prompt_id_for, read_jsonl
+from prefcurate.inputs import normalise_messages, prompt_id_for, read_jsonl
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefcurate.audit.features import DEFAULT_PHRASES, Phrases, compute_features
-from prefcurate.config import PairsConfig
+from prefcurate.audit.features import compute_features
+from prefcurate.context import RunContext
 from prefcurate.ids import content_id
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
@@ -20,20 +20,17 @@ from prefcurate.store import Store
 # share of the comparisons it won, where a comparison whose verdicts (both orders, every repeat)
 # do not all agree counts as a tie (half a win each).
 POINTWISE_SCORES = """
-SELECT c.prompt_id, j.candidate_id, avg(j.overall) AS score
-FROM judgments j JOIN candidates c USING (candidate_id)
-WHERE j.judge = $judge AND j.rubric_hash = $rubric_hash AND j.mode = 'pointwise'
-  AND j.probe IS NULL AND j.status = 'ok'
-  AND ($prompt_ids IS NULL OR list_contains($prompt_ids, c.prompt_id))
-GROUP BY c.prompt_id, j.candidate_id
+SELECT prompt_id, candidate_id, avg(overall) AS score FROM v_scores
+WHERE judge = $judge AND rubric_hash = $rubric_hash AND ($prompt_ids IS NULL OR list_contains($prompt_ids, prompt_id))
+GROUP BY prompt_id, candidate_id
 """
 
 PAIRWISE_SCORES = """
 WITH comparisons AS (
     SELECT prompt_id, candidate_id AS a, candidate_b_id AS b,
            bool_and(winner = 'a') AS a_won, bool_and(winner = 'b') AS b_won
-    FROM judgments
-    WHERE judge = $judge AND rubric_hash = $rubric_hash AND mode = 'pairwise' AND probe IS NULL AND status = 'ok'
+    FROM v_comparisons
+    WHERE judge = $judge AND rubric_hash = $rubric_hash AND status = 'ok'
       AND ($prompt_ids IS NULL OR list_contains($prompt_ids, prompt_id))
     GROUP BY prompt_id, candidate_id, candidate_b_id
 ), results AS (
@@ -69,22 +66,22 @@ class PairStats(StageStats):
     p_chosen_longer_before_balance: float | None = None  # what best-worst alone would have given
 
 
-def build_pairs(store: Store, cfg: PairsConfig, judge: str, rubric_hash: str, prompt_ids: list[str] | None = None,
-                run_id: str | None = None, mode: str = "pointwise", opener_penalty: float = 0.0,
-                phrases: Phrases = DEFAULT_PHRASES) -> PairStats:
-    """Pairs from the scores of ``mode`` (pointwise and hybrid: pointwise scores; pairwise: win shares,
-    so ``pairs.min_margin`` is then a difference of win shares, between 0 and 1)."""
-    compute_features(store, phrases)
+def run(store: Store, ctx: RunContext) -> PairStats:
+    """Pairs of the run's prompts from the judge's scores (pointwise and hybrid modes) or win shares
+    (pairwise mode, where ``pairs.min_margin`` is a difference of win shares, between 0 and 1)."""
+    cfg, mode, rubric = ctx.config.pairs, ctx.config.judge.mode, ctx.require_rubric()
+    compute_features(store, ctx.phrases)
     scores = PAIRWISE_SCORES if mode == "pairwise" else POINTWISE_SCORES
     groups: dict[str, list[dict]] = {}
-    for r in store.query(SCORED.format(scores=scores), {"judge": judge, "rubric_hash": rubric_hash, "prompt_ids": prompt_ids}):
+    for r in store.query(SCORED.format(scores=scores), {"judge": ctx.judge, "rubric_hash": rubric.hash,
+                                                         "prompt_ids": ctx.prompt_ids}):
         groups.setdefault(r["prompt_id"], []).append(r)
     stats = PairStats(prompts=len(groups))
-    penalise = opener_penalty and mode != "pairwise"
+    penalise = rubric.opener_penalty and mode != "pairwise"
     for members in groups.values():
         for m in members:
             if penalise and m["opener"]:
-                m["score"] -= opener_penalty
+                m["score"] -= rubric.opener_penalty
                 stats.opener_penalized += 1
     strategy = cfg.strategy + ("+length_balance" if cfg.length_balance else "")
     rows, longer, plain_longer = [], [], []
@@ -112,7 +109,8 @@ def build_pairs(store: Store, cfg: PairsConfig, judge: str, rubric_hash: str, pr
             "pair_id": content_id("pair", prompt_id, chosen["candidate_id"], rejected["candidate_id"], strategy),
             "prompt_id": prompt_id, "chosen_id": chosen["candidate_id"], "rejected_id": rejected["candidate_id"],
             "strategy": strategy, "chosen_score": chosen["score"], "rejected_score": rejected["score"],
-            "margin": chosen["score"] - rejected["score"], "judge": judge, "rubric_hash": rubric_hash, "run_id": run_id,
+            "margin": chosen["score"] - rejected["score"], "judge": ctx.judge, "rubric_hash": rubric.hash,
+            "run_id": ctx.run_id,
         })
     stats.pairs = len(rows)
     stats.p_chosen_longer = sum(longer) / len(longer) if longer else None

@@ -1,32 +1,19 @@
-"""Stage 1, prompts: read JSONL, Parquet or a datasets-loadable source, validate every row,
-and store the new ones. Nothing is written unless the whole input is valid."""
+"""Stage 1, prompts: store the run's prompts (read and validated with its context, before anything
+was written) and decide which prompts the later stages work on. Also `prefcurate import prompts`."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from prefcurate.errors import InputError
-from prefcurate.ids import canonical_json, content_id, in_shard
+from prefcurate.context import RunContext
+from prefcurate.ids import canonical_json, in_shard
+from prefcurate.inputs import PromptFile, load_prompts
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
 
-ROLES = {"system", "user", "assistant"}
-PROMPT_KEYS = {"prompt", "messages", "id", "metadata"}
-
-
-@dataclass
-class Prompt:
-    prompt_id: str
-    messages: list[dict[str, str]]
-    source_id: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    @property
-    def text(self) -> str:
-        return self.messages[-1]["content"]
+log = logging.getLogger("prefcurate")
 
 
 @dataclass
@@ -35,154 +22,46 @@ class PromptStats(StageStats):
     new: int = 0
     duplicates: int = 0
     other_shards: int = 0  # valid prompts left to the other shards (`run --shard i/n`)
-    prompt_ids: list[str] = field(default_factory=list, repr=False, metadata={"summary": False})
+    # The prompts the run's later stages work on (None: every prompt in the store).
+    prompt_ids: list[str] | None = field(default=None, repr=False, metadata={"summary": False})
 
 
-def normalise_messages(value: Any, path: str, where: int | None, key: str, last_role: str = "user") -> list[dict[str, str]]:
-    """A prompt as chat messages: a string becomes one user message; whitespace is trimmed. The last
-    message must be ``last_role``'s (a prompt ends with the user; an SFT example with the answer)."""
-    if isinstance(value, str):
-        value = [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise InputError(path, where, f"`{key}` must be a non-empty string or a list of messages")
-    messages = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
-            raise InputError(path, where, f"`{key}[{i}]` must be an object with exactly `role` and `content`")
-        role, content = m["role"], m["content"]
-        if role not in ROLES:
-            raise InputError(path, where, f"`{key}[{i}].role` is {role!r}; use one of system, user, assistant")
-        if not isinstance(content, str) or not content.strip():
-            raise InputError(path, where, f"`{key}[{i}].content` is empty; every message needs text")
-        messages.append({"role": role, "content": content.strip()})
-    if messages[-1]["role"] != last_role:
-        raise InputError(path, where, f"the last message of `{key}` must be from the {last_role}, "
-                                      f"it is {messages[-1]['role']!r}")
-    return messages
+def run(store: Store, ctx: RunContext) -> PromptStats:
+    """Store the prompts of ``prompts.path`` (those of the run's shard); with no file, the run works on
+    every prompt already stored (of its shard)."""
+    prompts = ctx.read_prompts()
+    if prompts is None:
+        log.info("prompts: prompts.path not set, using every prompt already in the store%s",
+                 " of this shard" if ctx.shard else "")
+        return PromptStats(prompt_ids=shard_prompt_ids(store, ctx.shard) if ctx.shard else None)
+    return store_prompts(store, prompts, ctx.run_id, ctx.shard)
 
 
-def prompt_id_for(messages: list[dict[str, str]]) -> str:
-    return content_id("prompt", messages)
+def import_prompts(store: Store, source: str, run_id: str | None = None) -> PromptStats:
+    """`prefcurate import prompts`: validate all of ``source``, then store the prompts not already there."""
+    return store_prompts(store, load_prompts(source), run_id)
 
 
-def parse_prompt(obj: Any, path: str, where: int | None) -> Prompt:
-    """One input row as a Prompt, or an InputError naming the row and what to fix."""
-    if not isinstance(obj, dict):
-        raise InputError(path, where, "each line must be a JSON object with `prompt` or `messages`")
-    unknown = set(obj) - PROMPT_KEYS
-    if unknown:
-        raise InputError(path, where, f"unknown field(s) {sorted(unknown)}", "allowed: prompt, messages, id, metadata")
-    if ("prompt" in obj) == ("messages" in obj):
-        raise InputError(path, where, "give exactly one of `prompt` (a string) or `messages` (a list)")
-    key = "prompt" if "prompt" in obj else "messages"
-    messages = normalise_messages(obj[key], path, where, key)
-    metadata = obj.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InputError(path, where, "`metadata` must be an object")
-    source_id = obj.get("id")
-    if source_id is not None and not isinstance(source_id, (str, int)):
-        raise InputError(path, where, "`id` must be a string or an integer")
-    return Prompt(prompt_id_for(messages), messages, None if source_id is None else str(source_id), metadata)
-
-
-def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, parsed object) for each non-blank line; errors name the line."""
-    rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, lineno, f"not valid UTF-8 (byte {e.start})", "save the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise InputError(path, lineno, f"invalid JSON: {e.msg} at column {e.colno}") from None
-    return rows
-
-
-def read_rows(source: str, split: str = "train") -> list[tuple[int, Any]]:
-    """Rows of a JSONL file, a Parquet file or a datasets-loadable source, numbered from 1."""
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".json", ".ndjson"}:
-        if not path.is_file():
-            raise InputError(source, None, "file not found")
-        return read_jsonl(path)
-    if suffix == ".parquet":
-        if not path.is_file():
-            raise InputError(source, None, "file not found")
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        return [(i, _drop_nulls(row)) for i, row in enumerate(table.to_pylist(), start=1)]
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(source, split=split)
-    except Exception as e:  # datasets raises many types; all mean "could not load this source"
-        raise InputError(source, None, f"cannot load as a dataset: {str(e).splitlines()[0]}",
-                         "give a .jsonl or .parquet file, or a datasets-loadable path") from None
-    return [(i, _drop_nulls(row)) for i, row in enumerate(ds, start=1)]
-
-
-def _drop_nulls(row: dict) -> dict:
-    # Columnar formats give every column to every row; a null there means "not given".
-    return {k: v for k, v in row.items() if v is not None}
-
-
-def load_prompts(source: str, split: str = "train", limit: int | None = None) -> tuple[list[Prompt], int]:
-    """Validate every row of ``source``; return the distinct prompts (first occurrence wins) and
-    the number of rows read."""
-    rows = read_rows(source, split)
-    if limit is not None:
-        rows = rows[:limit]
-    if not rows:
-        raise InputError(source, None, "no prompts found", "add one JSON object per line")
-    seen: dict[str, Prompt] = {}
-    for where, obj in rows:
-        p = parse_prompt(obj, source, where)
-        seen.setdefault(p.prompt_id, p)
-    return list(seen.values()), len(rows)
-
-
-def import_prompts(store: Store, source: str, run_id: str | None = None, split: str = "train",
-                   limit: int | None = None, shard: tuple[int, int] | None = None) -> PromptStats:
-    """Validate all of ``source``, then store the prompts (of ``shard``, if given) not already there."""
-    prompts, n_read = load_prompts(source, split, limit)
-    distinct = len(prompts)
-    prompts = [p for p in prompts if in_shard(p.prompt_id, shard)]
+def store_prompts(store: Store, file: PromptFile, run_id: str | None, shard: tuple[int, int] | None = None) -> PromptStats:
+    distinct = len(file.prompts)
+    prompts = [p for p in file.prompts if in_shard(p.prompt_id, shard)]
     new = store.insert("prompts", [
-        {
-            "prompt_id": p.prompt_id,
-            "messages": canonical_json(p.messages),
-            "prompt_text": p.text,
-            "source": str(source),
-            "source_id": p.source_id,
-            "metadata": p.metadata,
-            "run_id": run_id,
-        }
+        {"prompt_id": p.prompt_id, "messages": canonical_json(p.messages), "prompt_text": p.text,
+         "source": file.source, "source_id": p.source_id, "metadata": p.metadata, "run_id": run_id}
         for p in prompts
     ])
-    return PromptStats(read=n_read, new=new, duplicates=n_read - distinct, other_shards=distinct - len(prompts),
+    return PromptStats(read=file.rows, new=new, duplicates=file.rows - distinct, other_shards=distinct - len(prompts),
                        prompt_ids=[p.prompt_id for p in prompts])
 
 
 def shard_prompt_ids(store: Store, shard: tuple[int, int]) -> list[str]:
     """The ids of the stored prompts that belong to ``shard``."""
-    return [pid for (pid,) in store.con.execute("SELECT prompt_id FROM prompts ORDER BY prompt_id").fetchall()
-            if in_shard(pid, shard)]
+    return [r["prompt_id"] for r in store.query("SELECT prompt_id FROM prompts ORDER BY prompt_id")
+            if in_shard(r["prompt_id"], shard)]
 
 
 def prompt_messages(store: Store, prompt_ids: list[str] | None = None) -> dict[str, list[dict[str, str]]]:
     """prompt_id -> messages, for the given ids or all prompts in the store."""
-    if prompt_ids is None:
-        rows = store.query("SELECT prompt_id, messages FROM prompts ORDER BY prompt_id")
-    else:
-        rows = store.query(
-            "SELECT prompt_id, messages FROM prompts WHERE list_contains(?, prompt_id) ORDER BY prompt_id",
-            [prompt_ids],
-        )
+    rows = store.query("SELECT prompt_id, messages FROM prompts WHERE $ids IS NULL OR list_contains($ids, prompt_id) "
+                       "ORDER BY prompt_id", {"ids": prompt_ids})
     return {r["prompt_id"]: json.loads(r["messages"]) for r in rows}

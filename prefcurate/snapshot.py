@@ -22,19 +22,18 @@ import pyarrow.parquet as pq
 
 import prefcurate
 from prefcurate.audit.stage import full_audit
-from prefcurate.config import AuditConfig
+from prefcurate.context import RunContext
 from prefcurate.errors import GatesFailed, NotFoundError, PrefcurateError
 from prefcurate.ids import content_id, sha256_file, unit_interval
 from prefcurate.store import Store
 
 SPLITS = ("train", "test")
 
-# The pairs the audit found fit: no blocking flag.
+# The pairs the audit found fit: no flag of that audit blocks them.
 PAIRS_SQL = """
 SELECT v.pair_id, v.prompt_id, p.messages, p.source, v.chosen_text, v.rejected_text,
-       v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, pr.run_id
-FROM v_pairs v JOIN prompts p USING (prompt_id) JOIN pairs pr USING (pair_id)
-WHERE v.pair_id NOT IN (SELECT pair_id FROM pair_flags WHERE audit_id = $audit_id AND list_contains($blocking, flag))
+       v.chosen_score, v.rejected_score, v.margin, v.strategy, v.judge, v.rubric_hash, v.generator, v.run_id
+FROM v_pairs v JOIN prompts p USING (prompt_id) SEMI JOIN fit_pairs($audit_id) f USING (pair_id)
 ORDER BY v.pair_id
 """
 
@@ -81,17 +80,19 @@ def snapshots_dir(store: Store) -> Path:
     return store.root / "snapshots"
 
 
-def create_snapshot(store: Store, name: str | None = None, test_fraction: float = 0.1, run_id: str | None = None,
-                    audit: AuditConfig | None = None, force: bool = False) -> Snapshot:
-    """Audit the store, then freeze the pairs without a blocking flag into a new snapshot, or return
-    the identical one that exists. Refuses when a gate of the audit failed, unless ``force``."""
-    audit = audit or AuditConfig()
-    report = full_audit(store, audit, run_id)
+def create_snapshot(store: Store, ctx: RunContext, name: str | None = None, test_fraction: float | None = None,
+                    force: bool = False) -> Snapshot:
+    """Audit the store with the run's ``audit`` settings, then freeze the pairs without a blocking flag
+    into a new snapshot, or return the identical one that exists. Refuses when a gate of the audit
+    failed, unless ``force``. ``test_fraction``: the run's ``snapshot.test_fraction`` unless given."""
+    audit = ctx.config.audit
+    test_fraction = ctx.config.snapshot.test_fraction if test_fraction is None else test_fraction
+    report = full_audit(store, ctx)
     failed = [f"{k} ({_describe(g)})" for k, g in report["gates"].items() if g["status"] == "failed"]
     if failed and not force:
         raise GatesFailed(f"audit {report['audit_id']} failed {len(failed)} gate(s): {'; '.join(failed)}. Fix the judge "
                           "(README: \"When a gate fails\"), or pass --force to snapshot anyway (recorded in the manifest)")
-    rows = store.query(PAIRS_SQL, {"audit_id": report["audit_id"], "blocking": list(audit.blocking_flags)})
+    rows = store.query(PAIRS_SQL, {"audit_id": report["audit_id"]})
     if not rows:
         flagged = ", ".join(f"{k} {v}" for k, v in report["flags"].items() if v and k in audit.blocking_flags)
         raise PrefcurateError(
@@ -158,7 +159,7 @@ def create_snapshot(store: Store, name: str | None = None, test_fraction: float 
     store.insert("snapshots", [{
         "snapshot_id": snapshot_id, "name": name, "path": str(final), "n_pairs": len(rows),
         "n_train": len(splits["train"]), "n_test": len(splits["test"]), "manifest": manifest,
-        "audit_id": report["audit_id"], "run_id": run_id,
+        "audit_id": report["audit_id"], "run_id": ctx.run_id,
     }])
     return Snapshot(snapshot_id, name, final, len(rows), len(splits["train"]), len(splits["test"]), manifest, True)
 

@@ -170,7 +170,7 @@ class Store:
         finally:
             self._depth = 0
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[dict[str, Any]]:
         """Run a statement and return its rows as dicts."""
         cur = self.con.execute(sql, params or [])
         cols = [d[0] for d in cur.description] if cur.description else []
@@ -181,7 +181,11 @@ class Store:
         per row would cost more than the query."""
         return self.con.execute(sql, params or []).fetchnumpy()
 
-    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> None:
+        """Run a statement for its effect (DDL, UPDATE, INSERT ... SELECT)."""
+        self.con.execute(sql, params or [])
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict | None = None) -> Any:
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0][0] if rows else None
 
@@ -212,23 +216,6 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return {r["stage"]: int(r["n"]) for r in self.query("SELECT stage, n FROM v_counts")}
-
-    # -- runs ------------------------------------------------------------------------------
-    def start_run(self, command: str, config: dict | None = None, run_id: str | None = None) -> str:
-        """Record a run as started. Callers validate their input first, so a refused command leaves
-        no trace in the store."""
-        run_id = run_id or new_run_id()
-        self.con.execute(
-            "INSERT INTO runs (run_id, command, config, started_at, status) VALUES (?, ?, ?, ?, 'running')",
-            [run_id, command, json.dumps(config) if config is not None else None, utc_now()],
-        )
-        return run_id
-
-    def finish_run(self, run_id: str, stats: dict | None = None, error: str | None = None) -> None:
-        self.con.execute(
-            "UPDATE runs SET finished_at = ?, status = ?, stats = ?, error = ? WHERE run_id = ?",
-            [utc_now(), "failed" if error else "ok", json.dumps(stats or {}), error, run_id],
-        )
 
     # -- the read-only SQL console ---------------------------------------------------------
     def read_query(self, sql: str) -> tuple[list[str], list[tuple]]:

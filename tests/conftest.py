@@ -31,6 +31,17 @@ import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+RUBRIC = ROOT / "rubrics" / "helpfulness.yaml"
+
+
+def context(**sections):
+    """The run context of a config given as sections over the defaults (the judge's rubric: the shipped
+    helpfulness rubric), as `prefcurate run` would resolve it from a file."""
+    from prefcurate.config import Config
+    from prefcurate.context import RunContext
+
+    sections["judge"] = {"rubric": str(RUBRIC)} | sections.get("judge", {})
+    return RunContext.of(Config.model_validate(sections))
 
 
 @pytest.fixture(scope="session")
@@ -141,14 +152,18 @@ def pytest_sessionfinish(session, exitstatus):
     vllm_backend.shutdown_engines()
 
 
-JUDGE, RUBRIC_HASH = "test:judge", "rubric0"
+def seeded_context(**sections):
+    """The context of the judge that `seed_scored` pretends to be (its pairs are this judge's)."""
+    return context(judge={"backend": "anthropic", "model": "test-judge"}, **sections)
 
 
 def seed_scored(store, groups: dict[str, list[tuple[str, float | None]]]) -> None:
-    """Prompts with candidates and one judgment each: {prompt text: [(candidate text, overall), ...]};
-    an overall of None is stored as a failed judgment."""
+    """Prompts with candidates and one judgment each by the judge of ``seeded_context()``:
+    {prompt text: [(candidate text, overall), ...]}; an overall of None is stored as a failed judgment."""
     from prefcurate.ids import canonical_json, content_id, judgment_id
-    from prefcurate.prompts import prompt_id_for
+    from prefcurate.inputs import prompt_id_for
+
+    ctx = seeded_context()
 
     for text, cands in groups.items():
         messages = [{"role": "user", "content": text}]
@@ -159,8 +174,8 @@ def seed_scored(store, groups: dict[str, list[tuple[str, float | None]]]) -> Non
             store.insert("candidates", [{"candidate_id": cid, "prompt_id": pid, "sample_index": i, "text": ctext,
                                          "generator": "vllm:test-model", "completion_tokens": len(ctext.split())}])
             store.insert("judgments", [{
-                "judgment_id": judgment_id(cid, JUDGE, RUBRIC_HASH), "prompt_id": pid, "candidate_id": cid,
-                "judge": JUDGE, "rubric_hash": RUBRIC_HASH, "mode": "pointwise", "repeat_index": 0,
+                "judgment_id": judgment_id(cid, ctx.judge, ctx.rubric.hash), "prompt_id": pid, "candidate_id": cid,
+                "judge": ctx.judge, "rubric_hash": ctx.rubric.hash, "mode": "pointwise", "repeat_index": 0,
                 "overall": score, "status": "ok" if score is not None else "api_error"}])
 
 

@@ -8,18 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-from prefcurate.judge.anthropic_backend import BudgetExhausted
-from prefcurate.judge.rubric import load_rubric
-from prefcurate.judge.stage import judge
+from conftest import RUBRIC, context
 
-from prefcurate.config import JudgeConfig
-from prefcurate.errors import ConfigError, CredentialsRefused
+from prefcurate import pairs
+from prefcurate.errors import BudgetExhausted, ConfigError, CredentialsRefused
 from prefcurate.generate import import_candidates
+from prefcurate.judge import verify
+from prefcurate.judge.stage import run as judge
+from prefcurate.rubric import load_rubric
 from prefcurate.store import Store
 from prefcurate.testing.messages_api import MessagesAPIServer, fenced_candidate, hashed_scorer
 
-RUBRIC = ROOT / "rubrics" / "helpfulness.yaml"
 CANDIDATES = ["Paris.", "Certainly! Paris is the capital of France.", "Lyon, I think.", "I cannot help with that."]
 
 
@@ -41,12 +40,14 @@ def store(tmp_path):
         yield s
 
 
-def claude(**kw) -> JudgeConfig:
-    return JudgeConfig(backend="anthropic", model="claude-sonnet-4-6", rubric=str(RUBRIC), **kw)
+def claude(min_margin: float = 0.0, **judge_settings):
+    """The context of a run judged by Claude (the local server) with these judge settings."""
+    return context(judge={"backend": "anthropic", "model": "claude-sonnet-4-6", **judge_settings},
+                   pairs={"min_margin": min_margin})
 
 
 def test_scores_come_from_forced_tool_use_with_a_cached_rubric(api, store):
-    stats = judge(store, claude(concurrency=1), run_id="r1")
+    stats = judge(store, claude(concurrency=1))
     assert (stats.judged, stats.failed) == (4, 0)
     rows = store.query("SELECT j.*, c.text FROM judgments j JOIN candidates c USING (candidate_id) ORDER BY j.created_at")
     rubric = load_rubric(RUBRIC)
@@ -75,7 +76,7 @@ def test_scores_come_from_forced_tool_use_with_a_cached_rubric(api, store):
 def test_transient_faults_are_retried(api, store):
     api.faults = [429, 529, "drop", 500, "slow"]
     # All five land on the first call, which the SDK retries five times.
-    stats = judge(store, claude(concurrency=1, max_retries=5, timeout_s=1.0), run_id="r1")
+    stats = judge(store, claude(concurrency=1, max_retries=5, timeout_s=1.0))
     assert (stats.judged, stats.failed) == (4, 0)
     assert api.answers[429] == api.answers[529] == api.answers[500] == api.answers["drop"] == api.answers["slow"] == 1
 
@@ -163,9 +164,8 @@ def test_requests_per_minute_spaces_the_calls(api, store):
 
 
 def test_prices_match_exact_ids_and_dated_ids_only():
-    from prefcurate.judge.anthropic_backend import price_for
-
     from prefcurate.config import ModelPrice
+    from prefcurate.judge.anthropic_backend import price_for
 
     assert price_for("claude-haiku-4-5-20251001", {}).input == 1
     assert price_for("claude-opus-5-5", {}) is None  # not priced as claude-opus-5
@@ -221,16 +221,11 @@ def test_a_refused_key_stops_a_run_with_its_message_not_a_traceback(tmp_path, pr
 
 
 def test_hybrid_verifies_each_pair_in_both_orders(api, store):
-    from prefcurate.judge.stage import judge_name, verify_pairs
-
-    from prefcurate.config import PairsConfig
-    from prefcurate.pairs import build_pairs
-
     cfg = claude(mode="hybrid")
     judge(store, cfg)
-    assert build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash).pairs_new == 1
+    assert pairs.run(store, cfg).pairs_new == 1
     n_before = len(api.requests)
-    stats = verify_pairs(store, cfg)
+    stats = verify.run(store, cfg)
     assert (stats.judged, stats.consistent, stats.inconsistent) == (2, 1, 0)
     pair = store.query("SELECT chosen_text, rejected_text FROM v_pairs")[0]
     from prefcurate.testing.messages_api import fenced_texts
@@ -238,7 +233,7 @@ def test_hybrid_verifies_each_pair_in_both_orders(api, store):
     shown = [fenced_texts(b) for b in api.requests[n_before:]]
     assert sorted(shown) == sorted([[pair["chosen_text"], pair["rejected_text"]], [pair["rejected_text"], pair["chosen_text"]]])
     assert api.requests[-1]["tool_choice"] == {"type": "tool", "name": "submit_verdict"}
-    assert verify_pairs(store, cfg).judged == 0
+    assert verify.run(store, cfg).judged == 0
 
 
 def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypatch, store):
@@ -247,11 +242,7 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
             return {"winner": "A", "rationale": "the first one"}
         return hashed_scorer(body)
 
-    from prefcurate.judge.stage import judge_name, verify_pairs
-
-    from prefcurate.config import PairsConfig
     from prefcurate.errors import GatesFailed, PrefcurateError
-    from prefcurate.pairs import build_pairs
     from prefcurate.snapshot import create_snapshot
 
     with MessagesAPIServer(scorer=first_wins) as server:
@@ -259,15 +250,15 @@ def test_a_judge_that_always_prefers_the_first_response_is_inconsistent(monkeypa
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
         cfg = claude(mode="hybrid", repeats=2)
         assert judge(store, cfg).judged == 8  # 4 candidates x 2 repeats
-        build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash)
-        stats = verify_pairs(store, cfg)
+        pairs.run(store, cfg)
+        stats = verify.run(store, cfg)
     assert (stats.judged, stats.consistent, stats.inconsistent) == (4, 0, 1)  # 2 orders x 2 repeats
     row = store.query("SELECT * FROM v_pair_verdicts")[0]
     assert (row["chosen_wins"], row["rejected_wins"], row["first_shown_wins"], row["verdict"]) == (2, 2, 4, "inconsistent")
     with pytest.raises(GatesFailed, match=r"swap_consistency \(0.000"):
-        create_snapshot(store)
+        create_snapshot(store, cfg)
     with pytest.raises(PrefcurateError, match=r"every one has a blocking flag \(swap_inconsistent 1"):
-        create_snapshot(store, force=True)
+        create_snapshot(store, cfg, force=True)
 
 
 def test_message_batches_submit_poll_collect_at_half_price(api, store):
@@ -303,12 +294,10 @@ def test_a_batch_survives_a_crash_and_is_not_paid_twice(api, store, monkeypatch)
 
 
 def test_errored_and_expired_batch_requests_are_judged_again(api, store):
-    from prefcurate.judge.stage import judge_name
-
     from prefcurate.ids import judgment_id
 
     ids = [r["candidate_id"] for r in store.query("SELECT candidate_id FROM candidates ORDER BY candidate_id")]
-    name, rubric_hash = judge_name(claude()), load_rubric(RUBRIC).hash
+    name, rubric_hash = claude().judge, load_rubric(RUBRIC).hash
     api.batch_outcomes = {judgment_id(ids[0], name, rubric_hash): "errored", judgment_id(ids[1], name, rubric_hash): "expired"}
     stats = judge(store, claude(batch=True, batch_poll_s=0.05))
     assert (stats.judged, stats.failed) == (2, 2)
@@ -335,32 +324,22 @@ def test_a_reference_answer_from_prompt_metadata_is_shown_to_the_judge(api, tmp_
 
 
 def test_pairwise_mode_ranks_by_share_of_comparisons_won(api, store):
-    from prefcurate.judge.stage import judge_name
-
-    from prefcurate.config import PairsConfig
-    from prefcurate.pairs import build_pairs
     from prefcurate.testing.messages_api import text_quality
 
-    cfg = claude(mode="pairwise")
+    cfg = claude(mode="pairwise", min_margin=0.5)
     stats = judge(store, cfg)
     assert stats.judged == 12  # 4 candidates: 6 comparisons, each in both orders
-    pairs = build_pairs(store, PairsConfig(min_margin=0.5), judge_name(cfg), load_rubric(RUBRIC).hash, mode="pairwise")
-    assert pairs.pairs_new == 1
+    assert pairs.run(store, cfg).pairs_new == 1
     pair = store.query("SELECT chosen_text, rejected_text, margin FROM v_pairs")[0]
     ranked = sorted(CANDIDATES, key=text_quality)
     assert (pair["chosen_text"], pair["rejected_text"], pair["margin"]) == (ranked[-1], ranked[0], 1.0)
 
 
 def test_pairwise_mode_with_a_first_position_judge_finds_only_ties(monkeypatch, store):
-    from prefcurate.judge.stage import judge_name
-
-    from prefcurate.config import PairsConfig
-    from prefcurate.pairs import build_pairs
-
     with MessagesAPIServer(scorer=lambda body: {"winner": "A", "rationale": "first"}) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
         cfg = claude(mode="pairwise")
         judge(store, cfg)
-    stats = build_pairs(store, PairsConfig(min_margin=0.0), judge_name(cfg), load_rubric(RUBRIC).hash, mode="pairwise")
+    stats = pairs.run(store, cfg)
     assert (stats.pairs_new, stats.dropped_tie) == (0, 1)

@@ -226,7 +226,7 @@ def test_features_in_duckdb_match_python_and_a_hand_count(db, tmp_path):
 
 
 def test_spearman_from_sql_matches_numpy(pipeline_store):
-    from prefcurate.audit.stage import SPEARMAN_SQL
+    from prefcurate.audit.metrics import SPEARMAN_SQL
 
     def ranks(v):
         order = np.argsort(v, kind="mergesort")

@@ -9,16 +9,12 @@ import json
 import random
 
 import pytest
-from conftest import ROOT
-from prefcurate.judge.probes import FILLER, INJECTED_OPENER, NULL_RESPONSE, run_probes
-from prefcurate.judge.rubric import load_rubric
-from prefcurate.judge.stage import judge, judge_name
+from conftest import context
 
 from prefcurate.audit.features import opener_of
-from prefcurate.audit.stage import full_audit
-from prefcurate.config import Config
 from prefcurate.generate import import_candidates
-from prefcurate.pairs import build_pairs
+from prefcurate.judge.probes import FILLER, INJECTED_OPENER, NULL_RESPONSE
+from prefcurate.stages import STAGE
 from prefcurate.store import Store
 from prefcurate.testing.messages_api import MessagesAPIServer, fenced_texts, tool_schema
 
@@ -69,21 +65,16 @@ def candidates_file(tmp_path):
 
 
 def run_audit(biased: bool, candidates_file, tmp_path, monkeypatch) -> dict:
-    cfg = Config.model_validate({
-        "generator": {"backend": "none"},
-        "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
-                  "mode": "pointwise"},
-        "pairs": {"min_margin": 0.5},
-        "probes": {"sample": 40},
-    })
+    ctx = context(generator={"backend": "none"}, judge={"backend": "anthropic", "model": "claude-sonnet-4-6",
+                                                         "mode": "pointwise"},
+                  pairs={"min_margin": 0.5}, probes={"sample": 40})
     with MessagesAPIServer(scorer=scorer(biased)) as server, Store(tmp_path / f"{biased}.duckdb") as store:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
         import_candidates(store, str(candidates_file))
-        judge(store, cfg.judge)
-        build_pairs(store, cfg.pairs, judge_name(cfg.judge), load_rubric(cfg.judge.rubric).hash)
-        run_probes(store, cfg)
-        return full_audit(store)
+        for stage in ("judge", "pairs", "probes"):
+            STAGE[stage].run(store, ctx)
+        return STAGE["audit"].run(store, ctx).metrics
 
 
 def test_a_biased_judge_is_caught_by_the_right_gates(candidates_file, tmp_path, monkeypatch):

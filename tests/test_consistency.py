@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import JUDGE, RUBRIC_HASH, seed_scored, table_checksums
+from conftest import context, seed_scored, seeded_context, table_checksums
 
 from prefcurate.audit.consistency import cohen_kappa, fleiss_kappa, flip_probability
 from prefcurate.store import Store
@@ -99,21 +99,22 @@ def test_three_repeats_use_fleiss_kappa(cli, db, tmp_path):
 
 
 def test_pointwise_repeats_give_score_spread_and_flips(db):
+    from prefcurate import pairs
     from prefcurate.audit.stage import full_audit
-    from prefcurate.config import PairsConfig
     from prefcurate.ids import judgment_id
-    from prefcurate.pairs import build_pairs
 
+    ctx = seeded_context(pairs={"min_margin": 0})
     with Store(db) as store:
         seed_scored(store, {"q": [("good", 8.0), ("bad", 3.0)], "r": [("fine", 6.0), ("worse", 5.0)]})
         # A second repeat: q keeps its order, r flips.
         for text, score in {"good": 7.0, "bad": 4.0, "fine": 4.0, "worse": 6.0}.items():
             cid, pid = store.query("SELECT candidate_id, prompt_id FROM candidates WHERE text = ?", [text])[0].values()
-            store.insert("judgments", [{"judgment_id": judgment_id(cid, JUDGE, RUBRIC_HASH, repeat_index=1), "prompt_id": pid,
-                                        "candidate_id": cid, "judge": JUDGE, "rubric_hash": RUBRIC_HASH, "mode": "pointwise",
+            store.insert("judgments", [{"judgment_id": judgment_id(cid, ctx.judge, ctx.rubric.hash, repeat_index=1),
+                                        "prompt_id": pid, "candidate_id": cid, "judge": ctx.judge,
+                                        "rubric_hash": ctx.rubric.hash, "mode": "pointwise",
                                         "repeat_index": 1, "overall": score, "status": "ok"}])
-        build_pairs(store, PairsConfig(min_margin=0), JUDGE, RUBRIC_HASH)
-        m = full_audit(store)
+        pairs.run(store, ctx)
+        m = full_audit(store, ctx)
     c = m["consistency"]
     assert c["repeat_source"] == "pointwise" and c["n_repeat"] == 2 and c["repeat_flip_rate"] == 0.5
     assert c["score_sd_mean"] == pytest.approx(np.mean([np.std(v, ddof=1) for v in ([8, 7], [3, 4], [6, 4], [5, 6])]))
@@ -144,7 +145,7 @@ def test_each_flag_names_its_pair_and_why(db, tmp_path):
                                     "candidate_b_id": pair["rejected_id"], "judge": "other-judge", "rubric_hash": "imported",
                                     "mode": "pairwise", "pair_order": "ab", "repeat_index": 7, "status": "parse_error",
                                     "error": "no tool call"}])
-        m = full_audit(store)
+        m = full_audit(store, context())
         flags = {}
         for r in store.query("SELECT prompt_text, flag, detail FROM v_flags"):
             flags.setdefault(r["prompt_text"], {})[r["flag"]] = r["detail"]

@@ -43,7 +43,7 @@ def test_a_served_deployment_runs_incrementally(prefect_harness, tmp_path):
                     except Exception:  # not registered yet
                         time.sleep(0.5)
             assert deployment.schedules[0].schedule.cron == "0 2 * * *"
-            assert deployment.parameters == {"config_path": str(config), "db": str(db)}
+            assert deployment.parameters == {"config": str(config), "db": str(db)}
 
             first = run_deployment("prefcurate-curate/test-nightly", timeout=300, poll_interval=1)
             assert first.state.is_completed(), first.state
@@ -69,7 +69,7 @@ def test_prefect_yaml_deploys_the_curation_flow():
     for d in spec["deployments"]:
         path, fn = d["entrypoint"].split(":")
         assert (ROOT / path).is_file() and fn == "curate"
-        assert set(d["parameters"]) <= params and (ROOT / d["parameters"]["config_path"]).is_file()
+        assert set(d["parameters"]) <= params and (ROOT / d["parameters"]["config"]).is_file()
 
 
 def test_deploy_refuses_a_bad_cron(cli, tmp_path):

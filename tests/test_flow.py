@@ -37,9 +37,8 @@ def test_flow_run_fills_every_stage(pipeline_store):
 
 
 def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli, monkeypatch):
-    from prefcurate.judge.local import LocalJudge
-
     from prefcurate.generate import vllm_backend
+    from prefcurate.judge.local import LocalJudge
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was called on a rerun")

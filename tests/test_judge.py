@@ -7,19 +7,18 @@ import json
 import math
 
 import pytest
-from conftest import ROOT, model_settings
-from prefcurate.judge.local import LocalJudge, ScoreTrie
-from prefcurate.judge.render import fence, pointwise_messages
-from prefcurate.judge.rubric import load_rubric
-from prefcurate.judge.stage import judge
-from prefcurate.judge.verdict import JudgeTask
+from conftest import ROOT, RUBRIC, context, model_settings
 
-from prefcurate.config import JudgeConfig
+from prefcurate.config import LocalJudgeConfig
 from prefcurate.errors import ConfigError
 from prefcurate.generate import import_candidates
+from prefcurate.judge.local import LocalJudge, ScoreTrie
+from prefcurate.judge.render import fence, pointwise_messages
+from prefcurate.judge.stage import run as judge
+from prefcurate.judge.verdict import JudgeTask
+from prefcurate.rubric import load_rubric
 from prefcurate.store import Store
 
-RUBRIC = ROOT / "rubrics" / "helpfulness.yaml"
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -48,8 +47,9 @@ def test_vllm_and_transformers_judges_agree(tiny_model):
     texts = ["Paris.", "Certainly! The capital of France is Paris, a city on the Seine.", "I don't know."]
     items = [JudgeTask(PROMPT, (t,)) for t in texts] + [JudgeTask(PROMPT, (texts[0], texts[2])),
                                                          JudgeTask(PROMPT, (texts[2], texts[0]))]
-    vllm_judge = LocalJudge(JudgeConfig(engine="vllm", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
-    hf_judge = LocalJudge(JudgeConfig(engine="transformers", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
+    hf_settings = {k: v for k, v in model_settings(tiny_model).items() if k != "enforce_eager"}  # a vLLM setting
+    vllm_judge = LocalJudge(LocalJudgeConfig(engine="vllm", rubric=str(RUBRIC), **model_settings(tiny_model)), rubric)
+    hf_judge = LocalJudge(LocalJudgeConfig(engine="transformers", rubric=str(RUBRIC), **hf_settings), rubric)
     a, b = vllm_judge.judge(items), hf_judge.judge(items)
     for va, vb in zip(a[3:], b[3:]):  # pairwise: which of two is better, by position shown
         assert va.status == "ok" and va.winner in {"first", "second"} and va.winner == vb.winner
@@ -68,10 +68,10 @@ def test_vllm_and_transformers_judges_agree(tiny_model):
 def test_judge_stage_stores_scores_and_skips_what_is_done(tmp_path, tiny_model):
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Lyon.", "x" * 20000]}) + "\n")
-    cfg = JudgeConfig(engine="vllm", rubric=str(RUBRIC), **model_settings(tiny_model))
+    cfg = context(judge={"engine": "vllm", "mode": "pointwise", **model_settings(tiny_model)})
     with Store(tmp_path / "s.duckdb") as store:
         import_candidates(store, str(f))
-        stats = judge(store, cfg, run_id="r1")
+        stats = judge(store, cfg)
         assert (stats.todo, stats.judged, stats.failed) == (3, 2, 1)
         rows = store.query("SELECT status, overall, scores, error, rubric_hash, judge FROM judgments ORDER BY status")
         ok = [r for r in rows if r["status"] == "ok"]

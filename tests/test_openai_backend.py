@@ -10,9 +10,10 @@ import time
 import urllib.request
 
 import pytest
+from conftest import context
 
-from prefcurate.config import GeneratorConfig
-from prefcurate.generate import generate
+from prefcurate import generate
+from prefcurate.judge.stage import run as judge
 from prefcurate.prompts import import_prompts
 from prefcurate.store import Store
 
@@ -55,38 +56,35 @@ def vllm_server(tiny_model, tmp_path_factory):
 def test_openai_backend_generates_against_a_vllm_server(vllm_server, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ["Name a fruit.", "Say hello.", "Count to 3."]))
-    cfg = GeneratorConfig(backend="openai", model="tiny", base_url=vllm_server, n=2, max_tokens=12, concurrency=2)
+    settings = {"backend": "openai", "model": "tiny", "base_url": vllm_server, "n": 2, "max_tokens": 12, "concurrency": 2}
     with Store(tmp_path / "s.duckdb") as store:
         ids = import_prompts(store, str(f)).prompt_ids
-        stats = generate(store, cfg, ids)
+        stats = generate.run(store, context(generator=settings).scoped(ids))
         assert (stats.generated, stats.candidates_new, stats.failed) == (3, 6, 0)
         rows = store.query("SELECT * FROM candidates")
         assert all(r["generator"] == "openai:tiny" and r["finish_reason"] in {"stop", "length"} for r in rows)
         assert all(r["prompt_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
-        assert generate(store, cfg, ids).generated == 0
+        assert generate.run(store, context(generator=settings).scoped(ids)).generated == 0
 
 
 def test_openai_backend_counts_failures_and_stores_nothing_for_them(vllm_server, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n")
-    cfg = GeneratorConfig(backend="openai", model="no-such-model", base_url=vllm_server, n=1, max_tokens=4)
+    settings = {"backend": "openai", "model": "no-such-model", "base_url": vllm_server, "n": 1, "max_tokens": 4}
     with Store(tmp_path / "s.duckdb") as store:
         ids = import_prompts(store, str(f)).prompt_ids
-        stats = generate(store, cfg, ids)
+        stats = generate.run(store, context(generator=settings).scoped(ids))
         assert (stats.generated, stats.failed) == (0, 1) and "NotFoundError" in stats.first_error
         assert store.scalar("SELECT count(*) FROM candidates") == 0
 
 
 def test_openai_judge_with_json_schema_output(vllm_server, tmp_path):
-    from prefcurate.judge.stage import judge
-
-    from prefcurate.config import JudgeConfig
     from prefcurate.generate import import_candidates
 
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Lyon."]}) + "\n")
-    cfg = JudgeConfig(backend="openai", model="tiny", base_url=vllm_server, mode="pointwise", max_output_tokens=96,
-                      rubric="rubrics/helpfulness.yaml")
+    cfg = context(judge={"backend": "openai", "model": "tiny", "base_url": vllm_server, "mode": "pointwise",
+                         "max_output_tokens": 96})
     with Store(tmp_path / "s.duckdb") as store:
         import_candidates(store, str(f))
         stats = judge(store, cfg)
@@ -105,9 +103,6 @@ def test_a_refused_key_stops_the_openai_judge(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from prefcurate.judge.stage import judge
-
-    from prefcurate.config import JudgeConfig
     from prefcurate.errors import CredentialsRefused
     from prefcurate.generate import import_candidates
 
@@ -128,7 +123,7 @@ def test_a_refused_key_stops_the_openai_judge(tmp_path):
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"prompt": "Capital of France?", "candidates": ["Paris.", "Lyon."]}) + "\n")
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    cfg = JudgeConfig(backend="openai", model="tiny", base_url=url, mode="pointwise", rubric="rubrics/helpfulness.yaml")
+    cfg = context(judge={"backend": "openai", "model": "tiny", "base_url": url, "mode": "pointwise"})
     try:
         with Store(tmp_path / "s.duckdb") as store:
             import_candidates(store, str(f))

@@ -30,7 +30,7 @@ def claude_run(tmp_path, prefect_harness):
     db = store_with_candidates(tmp_path / "store.duckdb", [
         {"prompt": f"Question {i}: name a colour.", "candidates": [f"Blue, number {i}.", f"I think red {i}", f"green {i} " * (i + 1)]}
         for i in range(N_PROMPTS)])
-    config = claude_config(tmp_path / "claude.yaml", {"mode": "hybrid", "concurrency": 2, "batch_size": 1})
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "hybrid", "concurrency": 2, "write_batch": 1})
 
     def start(server: MessagesAPIServer) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)],
@@ -89,12 +89,11 @@ def test_a_snapshot_killed_while_being_written_leaves_nothing_visible(tmp_path):
     db = tmp_path / "store.duckdb"
     with Store(db) as store:
         seed_scored(store, {f"prompt {i}": [(f"good {i}", 8.0), (f"bad {i}" + " long" * (i % 2), 2.0)] for i in range(10)})
-        from conftest import JUDGE, RUBRIC_HASH
+        from conftest import seeded_context
 
-        from prefcurate.config import PairsConfig
-        from prefcurate.pairs import build_pairs
+        from prefcurate import pairs
 
-        build_pairs(store, PairsConfig(), JUDGE, RUBRIC_HASH)
+        pairs.run(store, seeded_context())
     # The process dies between writing the files and renaming the folder into place.
     status, output = run_and_die("import prefcurate.snapshot as s\ns.os.replace = die\n", ["snapshot", "create", "--db", str(db)])
     assert status == -signal.SIGKILL, output
@@ -134,23 +133,23 @@ def test_a_second_writer_fails_fast_while_a_run_holds_the_store(claude_run, cli,
 
 
 def test_one_call_in_five_failing_ends_in_scores_or_recorded_errors_and_a_rerun_retries_only_those(tmp_path):
-    from prefcurate.judge.stage import judge
+    from conftest import context
 
-    from prefcurate.config import JudgeConfig
     from prefcurate.generate import import_candidates
+    from prefcurate.judge.stage import run as judge
 
     f = tmp_path / "c.jsonl"
     f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "candidates": [f"answer {i}.{k}" for k in range(5)]}) + "\n"
                          for i in range(12)))
-    cfg = JudgeConfig(backend="anthropic", model="claude-sonnet-4-6", rubric=str(ROOT / "rubrics" / "helpfulness.yaml"),
-                      mode="pointwise", concurrency=8, max_retries=1, parse_retries=0, timeout_s=0.5)
+    cfg = context(judge={"backend": "anthropic", "model": "claude-sonnet-4-6", "mode": "pointwise", "concurrency": 8,
+                         "max_retries": 1, "parse_retries": 0, "timeout_s": 0.5})
     with Store(tmp_path / "s.duckdb") as store, pytest.MonkeyPatch.context() as mp:
         import_candidates(store, str(f))
         mp.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
         # 429, 529, 500, dropped connections, answers slower than the timeout, malformed tool input.
         with MessagesAPIServer(faults=[429, 529, 500, "drop", "slow", "malformed"], fault_rate=0.2, slow_s=2.0) as faulty:
             mp.setenv("ANTHROPIC_BASE_URL", faulty.url)
-            stats = judge(store, cfg, run_id="faulty")
+            stats = judge(store, cfg)
         assert {k for k in faulty.answers if k != 200} >= {429, 529, 500, "drop", "slow", "malformed"}
         rows = store.query("SELECT status, error, overall FROM judgments")
         assert len(rows) == 60 and stats.judged + stats.failed == 60  # every judgment completed or recorded
@@ -161,7 +160,7 @@ def test_one_call_in_five_failing_ends_in_scores_or_recorded_errors_and_a_rerun_
 
         with MessagesAPIServer() as healthy:
             mp.setenv("ANTHROPIC_BASE_URL", healthy.url)
-            again = judge(store, cfg, run_id="rerun")
+            again = judge(store, cfg)
         assert len(healthy.requests) == api_errors == again.todo  # only the API errors are asked again
         assert store.scalar("SELECT count(*) FROM judgments WHERE status = 'api_error'") == 0
 
@@ -226,9 +225,9 @@ def test_sigkill_mid_generation_or_pair_building_then_rerun(point, tmp_path, tin
         # The second chunk of prompts dies in the model, after the first chunk's candidates were stored.
         "mid-generation": "import prefcurate.generate.hf_backend as hf\n"
                           "real = hf.HFGenerator.generate\ncalls = []\n"
-                          "def generate(self, requests):\n"
+                          "def generate(self, requests, sink):\n"
                           "    calls.append(1)\n"
-                          "    return die() if len(calls) == 2 else real(self, requests)\n"
+                          "    return die() if len(calls) == 2 else real(self, requests, sink)\n"
                           "hf.HFGenerator.generate = generate\n",
         # Pairs die half inserted, inside their transaction.
         "mid-pairs": "import prefcurate.store as st\nreal = st.Store.insert\n"

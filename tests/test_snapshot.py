@@ -8,11 +8,10 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import JUDGE, RUBRIC_HASH, seed_scored
+from conftest import seed_scored, seeded_context
 
-from prefcurate.config import PairsConfig
+from prefcurate import pairs
 from prefcurate.errors import PrefcurateError
-from prefcurate.pairs import build_pairs
 from prefcurate.snapshot import verify_snapshot
 from prefcurate.store import Store
 
@@ -23,7 +22,7 @@ def paired_db(db):
         # Half the rejected answers longer than the chosen, half shorter: a judge without length bias.
         seed_scored(store, {f"prompt {i}": [(f"good answer {i}", 8.0), (f"bad answer {i}" + " padded out" * (i % 2), 3.0 + i / 10)]
                             for i in range(20)})
-        build_pairs(store, PairsConfig(), JUDGE, RUBRIC_HASH)
+        pairs.run(store, seeded_context())
     return db
 
 
@@ -39,7 +38,7 @@ def test_snapshot_create_list_show_verify(cli, paired_db):
 
     manifest = json.loads(cli("snapshot", "show", snapshot_id, "--db", paired_db).output)
     assert manifest["counts"]["pairs"] == 20 and manifest["counts"]["train"] + manifest["counts"]["test"] == 20
-    assert manifest["rubric_hashes"] == [RUBRIC_HASH] and manifest["generators"] == ["vllm:test-model"]
+    assert manifest["rubric_hashes"] == [seeded_context().rubric.hash] and manifest["generators"] == ["vllm:test-model"]
     assert cli("snapshot", "verify", snapshot_id, "--db", paired_db).exit_code == 0
 
 

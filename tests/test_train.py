@@ -11,20 +11,20 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, context
 
 
 @pytest.fixture(scope="module")
 def snapshot_id(pointwise_store):
-    from prefcurate.config import AuditConfig
+    from prefcurate.audit.flags import DEFAULT_BLOCKING
     from prefcurate.snapshot import create_snapshot
     from prefcurate.store import Store
 
     # The tiny random judge fails the gates and its answers are cut off at max_tokens: forced, with
     # degenerate pairs let through, as in the demo.
-    audit = AuditConfig(blocking_flags=[f for f in AuditConfig().blocking_flags if f != "degenerate"])
+    ctx = context(audit={"blocking_flags": [f for f in DEFAULT_BLOCKING if f != "degenerate"]})
     with Store(pointwise_store) as store:
-        return create_snapshot(store, "train-test", test_fraction=0.34, audit=audit, force=True).snapshot_id
+        return create_snapshot(store, ctx, "train-test", test_fraction=0.34, force=True).snapshot_id
 
 
 def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_path):

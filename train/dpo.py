@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefcurate.train.config import TrainConfig
-from prefcurate.train.evaluate import preference_metrics, sample_metrics
-from prefcurate.train.sft import mix_rows, read_sft, sft_nll
-
 from prefcurate.errors import ConfigError, MissingDependencyError, PrefcurateError
 from prefcurate.ids import content_id
 from prefcurate.snapshot import get_snapshot, verify_snapshot
 from prefcurate.store import Store
+from prefcurate.train.config import TrainConfig
+from prefcurate.train.evaluate import preference_metrics, sample_metrics
+from prefcurate.train.sft import mix_rows, read_sft, sft_nll
 
 log = logging.getLogger("prefcurate")
 

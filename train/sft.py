@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from prefcurate.errors import InputError
-from prefcurate.prompts import normalise_messages, read_jsonl
+from prefcurate.inputs import normalise_messages, read_jsonl
 
 
 def read_sft(path: str) -> list[list[dict[str, str]]]:

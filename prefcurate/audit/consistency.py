@@ -23,7 +23,7 @@ WITH v AS (
            repeat_index,
            CASE WHEN (pair_order = 'ab') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS shown_first,
            CASE WHEN winner = 'tie' THEN 'tie' WHEN (winner = 'a') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS pick
-    FROM judgments WHERE mode = 'pairwise' AND probe IS NULL AND status = 'ok'
+    FROM v_comparisons WHERE status = 'ok'
 )
 """
 # Both orders of one comparison at one repeat: do they agree?
@@ -52,7 +52,7 @@ ORDER BY judge, rubric_hash, x, y
 # rounded to whole points as the categories of Fleiss' kappa.
 SCORE_REPEATS_SQL = """
 SELECT stddev_samp(overall) AS sd, list(round(overall)::INTEGER ORDER BY repeat_index) AS ratings
-FROM judgments WHERE mode = 'pointwise' AND probe IS NULL AND status = 'ok'
+FROM v_scores
 GROUP BY judge, rubric_hash, candidate_id HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, candidate_id
 """
@@ -61,11 +61,9 @@ PAIR_SIGNS_SQL = """
 SELECT count(*) FILTER (WHERE c.overall > r.overall) AS n_x, count(*) FILTER (WHERE c.overall < r.overall) AS n_y,
        count(*) FILTER (WHERE c.overall = r.overall) AS n_tie
 FROM pairs pr
-JOIN judgments c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
-JOIN judgments r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
+JOIN v_scores c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
+JOIN v_scores r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
                 AND r.repeat_index = c.repeat_index
-WHERE c.mode = 'pointwise' AND r.mode = 'pointwise' AND c.probe IS NULL AND r.probe IS NULL
-  AND c.status = 'ok' AND r.status = 'ok'
 GROUP BY pr.pair_id HAVING count(*) >= 2
 ORDER BY pr.pair_id
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from prefcurate.audit.bias import Pair, PairColumns, dataset_metrics
 from prefcurate.audit.features import DEFAULT_PHRASES, Phrases
 from prefcurate.errors import InputError
-from prefcurate.prompts import read_rows
+from prefcurate.inputs import read_rows
 
 
 @dataclass

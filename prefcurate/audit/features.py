@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from prefcurate.store import Store
+from prefcurate.store import Store
 
 FEATURES_VERSION = 2  # part of the key: stored features of an older definition are recomputed
 

@@ -7,13 +7,10 @@ million pairs takes seconds. Which flags keep a pair out of snapshots is ``audit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 from prefcurate.audit.features import SHINGLES, WORDS
-
-if TYPE_CHECKING:
-    from prefcurate.config import AuditConfig
-    from prefcurate.store import Store
+from prefcurate.store import Store
 
 Flag = Literal["swap_inconsistent", "repeat_unstable", "reversed", "tie", "judge_failure", "low_margin",
                "contradiction", "duplicate", "degenerate", "injection_attempt"]
@@ -84,20 +81,16 @@ pairwise_repeats AS (
     HAVING count(*) >= 2 AND count(DISTINCT prefers) > 1
 ),
 repeated AS (  -- candidates scored more than once: only their pairs can flip across repeats
-    SELECT candidate_id, judge, rubric_hash FROM judgments
-    WHERE mode = 'pointwise' AND probe IS NULL AND status = 'ok' AND repeat_index > 0
-    GROUP BY ALL
+    SELECT candidate_id, judge, rubric_hash FROM v_scores WHERE repeat_index > 0 GROUP BY ALL
 ),
 pointwise_repeats AS (
     SELECT pr.pair_id, 'pointwise: chosen scored above the rejected in ' || count(*) FILTER (WHERE c.overall > r.overall)
            || ' of ' || count(*) || ' repeats' AS detail
     FROM pairs pr
     SEMI JOIN repeated rc ON rc.candidate_id = pr.chosen_id AND rc.judge = pr.judge AND rc.rubric_hash = pr.rubric_hash
-    JOIN judgments c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
-    JOIN judgments r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
+    JOIN v_scores c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
+    JOIN v_scores r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
                     AND r.repeat_index = c.repeat_index
-    WHERE c.mode = 'pointwise' AND r.mode = 'pointwise' AND c.probe IS NULL AND r.probe IS NULL
-      AND c.status = 'ok' AND r.status = 'ok'
     GROUP BY pr.pair_id
     HAVING count(*) >= 2 AND count(DISTINCT sign(c.overall - r.overall)) > 1
 ),
@@ -174,29 +167,24 @@ FROM injections GROUP BY pair_id
 )
 
 
-def compute_flags(store: Store, cfg: AuditConfig) -> dict:
+def compute_flags(store: Store, low_margin: float, duplicate_jaccard: float, repetition_max: float) -> dict:
     """Flag every stored pair into the temporary table ``audit_flags`` (needs candidate features);
     return {flag: count} for every flag, and the flags' fingerprint (it changes with any row)."""
-    store.con.execute(FLAGS_SQL, {"low_margin": cfg.low_margin, "duplicate_jaccard": cfg.duplicate_jaccard,
-                                  "repetition_max": cfg.repetition_max})
+    store.execute(FLAGS_SQL, {"low_margin": low_margin, "duplicate_jaccard": duplicate_jaccard,
+                              "repetition_max": repetition_max})
     counts = {flag: 0 for flag in FLAGS} | {r["flag"]: int(r["n"]) for r in store.query(
         "SELECT flag, count(*) AS n FROM audit_flags GROUP BY flag")}
     fingerprint = store.scalar("SELECT coalesce(bit_xor(hash(pair_id, flag, detail)), 0) FROM audit_flags")
     return {"counts": counts, "fingerprint": str(fingerprint)}
 
 
-def fit_pairs_count(store: Store, blocking: list[str]) -> int:
-    """Pairs with no blocking flag in ``audit_flags``."""
-    return store.scalar("SELECT count(*) FROM pairs WHERE pair_id NOT IN "
-                        "(SELECT pair_id FROM audit_flags WHERE list_contains(?, flag))", [list(blocking)])
-
-
-def save_flags(store: Store, audit_id: str) -> int:
-    """Store ``audit_flags`` as this audit's rows of ``pair_flags``; return how many were new."""
-    before = store.scalar("SELECT count(*) FROM pair_flags")
-    store.con.execute("INSERT INTO pair_flags SELECT ?, pair_id, flag, detail FROM audit_flags ON CONFLICT DO NOTHING",
-                      [audit_id])
-    return store.scalar("SELECT count(*) FROM pair_flags") - before
+def save_flags(store: Store, audit_id: str, blocking: list[str]) -> int:
+    """Store ``audit_flags`` as this audit's rows of ``pair_flags``, each marked whether it blocks its pair;
+    return how many pairs no flag blocks (`fit_pairs`, what a snapshot takes)."""
+    store.execute("INSERT INTO pair_flags (audit_id, pair_id, flag, detail, blocks) "
+                  "SELECT ?, pair_id, flag, detail, list_contains(?, flag) FROM audit_flags ON CONFLICT DO NOTHING",
+                  [audit_id, list(blocking)])
+    return store.scalar("SELECT count(*) FROM fit_pairs(?)", [audit_id])
 
 
 def by_stage(counts: dict[str, int]) -> dict[str, int]:

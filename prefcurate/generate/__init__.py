@@ -1,8 +1,8 @@
 """Stage 2, generate: N candidates per prompt, or candidates made elsewhere imported from JSONL.
 
-Only prompts without candidates for this generator and these sampling parameters are sent to
-the model, and results are stored a chunk at a time, so a rerun (or a run after a crash)
-repeats no finished work.
+Only prompts without candidates for this generator and these sampling parameters are sent to the
+model, and what comes back is stored as it comes (each chunk of prompts, and at least twice a
+second), so a rerun (or a run after a crash) repeats only the prompts that were in flight.
 """
 
 from __future__ import annotations
@@ -12,16 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefcurate.config import GeneratorConfig
-from prefcurate.errors import ConfigError, InputError
+from prefcurate.context import RunContext
+from prefcurate.errors import InputError
 from prefcurate.generate.base import GenRequest, GenResult
 from prefcurate.ids import canonical_json, content_id
+from prefcurate.inputs import normalise_messages, prompt_id_for, read_jsonl
 from prefcurate.progress import track
-from prefcurate.prompts import normalise_messages, prompt_id_for, prompt_messages, read_jsonl
+from prefcurate.prompts import prompt_messages
 from prefcurate.stats import StageStats
 from prefcurate.store import Store
+from prefcurate.writer import BufferedWriter
 
 log = logging.getLogger("prefcurate")
 CANDIDATE_KEYS = {"prompt", "candidates", "generator"}
+# Prompts that already have candidates from this generator with these sampling parameters.
+DONE_SQL = "SELECT DISTINCT prompt_id FROM candidates WHERE generator = ? AND CAST(params AS VARCHAR) = ?"
 
 
 @dataclass
@@ -44,11 +49,9 @@ def make_generator(cfg: GeneratorConfig):
         from prefcurate.generate.hf_backend import HFGenerator
 
         return HFGenerator(cfg)
-    if cfg.backend == "openai":
-        from prefcurate.generate.openai_backend import OpenAIGenerator
+    from prefcurate.generate.openai_backend import OpenAIGenerator
 
-        return OpenAIGenerator(cfg)
-    raise ConfigError(f"generator.backend is {cfg.backend!r}: nothing to generate with; import candidates instead")
+    return OpenAIGenerator(cfg)
 
 
 def sampling_key(cfg: GeneratorConfig) -> str:
@@ -80,36 +83,41 @@ def _candidate_rows(result: GenResult, generator: str, params: str, run_id: str 
     ]
 
 
-def generate(store: Store, cfg: GeneratorConfig, prompt_ids: list[str] | None = None, run_id: str | None = None,
-             show_progress: bool = False, generator=None) -> GenerateStats:
-    """Sample ``cfg.n`` candidates for every prompt (of ``prompt_ids``, or all) that lacks them."""
-    generator = generator or make_generator(cfg)
+def run(store: Store, ctx: RunContext) -> GenerateStats:
+    """Sample ``generator.n`` candidates for every prompt of the run that lacks them."""
+    cfg = ctx.config.generator
+    generator = make_generator(cfg)
     params = sampling_key(cfg)
-    messages = prompt_messages(store, prompt_ids)
-    done = {r["prompt_id"] for r in store.query(
-        "SELECT DISTINCT prompt_id FROM candidates WHERE generator = ? AND CAST(params AS VARCHAR) = ?",
-        [generator.name, params])}
+    messages = prompt_messages(store, ctx.prompt_ids)
+    done = {r["prompt_id"] for r in store.query(DONE_SQL, [generator.name, params])}
     todo = [pid for pid in messages if pid not in done]
     stats = GenerateStats(prompts=len(messages), already_done=len(messages) - len(todo))
     log.info("generate: %d prompts, %d already have candidates, %d to do", stats.prompts, stats.already_done, len(todo))
-    with track(len(todo), f"generating {cfg.n} per prompt", show_progress) as progress:
+
+    def write(rows: list[dict]) -> None:
+        stats.candidates_new += store.insert("candidates", rows)
+
+    def sink(result: GenResult) -> None:
+        if result.error:  # nothing stored: the next run asks again
+            log.warning("generate: prompt %s failed: %s", result.prompt_id, result.error)
+            stats.first_error = stats.first_error or result.error
+            stats.failed += 1
+        else:
+            writer.add(_candidate_rows(result, generator.name, params, ctx.run_id))
+            stats.generated += 1
+
+    with track(len(todo), f"generating {cfg.n} per prompt", ctx.show_progress) as progress, \
+            BufferedWriter(write, cfg.chunk_size * cfg.n) as writer:
         for start in range(0, len(todo), cfg.chunk_size):
             chunk = todo[start:start + cfg.chunk_size]
-            skips = _too_long(generator, chunk, messages, run_id)
+            skips = _too_long(generator, chunk, messages, ctx.run_id)
             stats.skipped_too_long += len(skips)
             store.insert("skips", skips)
             skipped = {s["prompt_id"] for s in skips}
             requests = [GenRequest(pid, messages[pid], prompt_seed(cfg.seed, pid)) for pid in chunk if pid not in skipped]
-            results = generator.generate(requests) if requests else []
-            for r in results:
-                if r.error:  # nothing stored: the next run asks again
-                    log.warning("generate: prompt %s failed: %s", r.prompt_id, r.error)
-                    stats.first_error = stats.first_error or r.error
-            ok = [r for r in results if not r.error]
-            rows = [row for r in ok for row in _candidate_rows(r, generator.name, params, run_id)]
-            stats.candidates_new += store.insert("candidates", rows)
-            stats.generated += len(ok)
-            stats.failed += len(requests) - len(ok)
+            if requests:
+                generator.generate(requests, sink)
+            writer.flush()  # the chunk is stored before the next one starts
             progress.advance(len(chunk))
     return stats
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from prefcurate.config import LocalModelConfig
+from prefcurate.config import InProcessModel
 
 
 @dataclass
@@ -31,7 +31,7 @@ class GenResult:
     error: str | None = None  # set when the request failed after the backend's own retries
 
 
-def context_length(cfg: LocalModelConfig) -> int:
+def context_length(cfg: InProcessModel) -> int:
     """The context a local model runs with: ``max_model_len`` if set, else the model's own."""
     return cfg.max_model_len if cfg.max_model_len is not None else _model_context(cfg.model)
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from prefcurate.config import GeneratorConfig, LocalModelConfig
+from prefcurate.config import InProcessModel, TransformersGeneratorConfig
 from prefcurate.generate.base import GenRequest, GenResult, Sample, context_length, overflow
 
 _MODELS: dict[tuple, tuple] = {}
 
 
-def get_model(cfg: LocalModelConfig):
+def get_model(cfg: InProcessModel):
     """(tokenizer, model) for these settings, loaded once per process."""
     key = (cfg.model, cfg.dtype)
     if key not in _MODELS:
@@ -26,18 +27,18 @@ def get_model(cfg: LocalModelConfig):
 
 
 class HFGenerator:
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, cfg: TransformersGeneratorConfig):
         self.cfg = cfg
         self.name = f"transformers:{cfg.model}"
 
     def too_long(self, messages: list[dict[str, str]]) -> str | None:
         return overflow(get_model(self.cfg)[0], messages, context_length(self.cfg))
 
-    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: list[GenRequest], sink: Callable[[GenResult], None]) -> None:
+        """One prompt at a time; ``sink`` gets each result as it is done."""
         import torch
 
         tok, model = get_model(self.cfg)
-        results = []
         for req in requests:
             start = time.perf_counter()
             ids = tok.apply_chat_template(req.messages, add_generation_prompt=True, return_tensors="pt",
@@ -56,5 +57,4 @@ class HFGenerator:
                 ended = tok.eos_token_id in row
                 row = row[: row.index(tok.eos_token_id)] if ended else row
                 samples.append(Sample(tok.decode(row, skip_special_tokens=True), "stop" if ended else "length", len(row)))
-            results.append(GenResult(req.prompt_id, samples, prompt_len, time.perf_counter() - start))
-        return results
+            sink(GenResult(req.prompt_id, samples, prompt_len, time.perf_counter() - start))

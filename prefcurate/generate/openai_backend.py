@@ -5,30 +5,33 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
-from prefcurate.config import GeneratorConfig
-from prefcurate.errors import ConfigError
+from prefcurate.config import OpenAIGeneratorConfig
 from prefcurate.generate.base import GenRequest, GenResult, Sample
 
 
 class OpenAIGenerator:
-    def __init__(self, cfg: GeneratorConfig):
-        if not cfg.base_url:
-            raise ConfigError("generator.base_url: the openai backend needs the server URL, e.g. http://127.0.0.1:8000/v1")
+    def __init__(self, cfg: OpenAIGeneratorConfig):
         self.cfg = cfg
         self.name = f"openai:{cfg.model}"
 
-    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        return asyncio.run(self._generate_all(requests))
+    def generate(self, requests: list[GenRequest], sink: Callable[[GenResult], None]) -> None:
+        """Up to ``generator.concurrency`` requests in flight; ``sink`` gets each result as it comes."""
+        asyncio.run(self._generate_all(requests, sink))
 
-    async def _generate_all(self, requests: list[GenRequest]) -> list[GenResult]:
+    async def _generate_all(self, requests: list[GenRequest], sink: Callable[[GenResult], None]) -> None:
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env, "EMPTY"),
                              timeout=self.cfg.timeout_s, max_retries=self.cfg.max_retries)
         gate = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(req: GenRequest) -> None:
+            sink(await self._one(client, gate, req))
+
         async with client:
-            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
+            await asyncio.gather(*(one(r) for r in requests))
 
     async def _one(self, client, gate: asyncio.Semaphore, req: GenRequest) -> GenResult:
         from openai import OpenAIError

