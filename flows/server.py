@@ -1,18 +1,15 @@
 """A temporary Prefect API for one `prefcurate run`, when no PREFECT_API_URL names a server.
 
-Prefect would start one itself, but only once the flow is called (after every import and set-up,
-about 7 s on 2 cores), and as a plain child process: a run killed with SIGKILL left it running,
-holding its port. This one starts first, while the run loads, so the two overlap; and it is told by
-the kernel to stop when the run's process dies (PR_SET_PDEATHSIG), however it dies. This module
-imports nothing of Prefect until the server is launched.
+Prefect would start one itself, but only once the flow is called, after every import and set-up
+(about 7 s on 2 cores). This one starts first, while the run loads, so the two overlap. This module
+imports nothing of Prefect until the server is launched. (If the run is killed, the watchdog of
+prefcurate/watchdog.py stops the server with the run's other processes.)
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_S = 120
 
 
@@ -37,8 +33,7 @@ class PrefectAPI:
             port = _free_port()
             self.url = f"http://127.0.0.1:{port}/api"
             env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            self.server = subprocess.Popen(_uvicorn_command(port), env=env, stdout=subprocess.DEVNULL,
-                                           preexec_fn=_die_with_parent(os.getpid()))
+            self.server = subprocess.Popen(_uvicorn_command(port), env=env, stdout=subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -63,9 +58,9 @@ class PrefectAPI:
                 yield
             finally:  # the logs and events Prefect still holds go before the server stops
                 from prefect.events.worker import EventsWorker
-                from prefect.logging.handlers import APILogHandler
+                from prefect.logging.handlers import APILogWorker
 
-                APILogHandler.flush()
+                APILogWorker.drain_all(timeout=5)
                 EventsWorker.drain_all(timeout=5)
 
 
@@ -92,14 +87,6 @@ def _uvicorn_command(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "error", "--lifespan", "on"]
-
-
-def _die_with_parent(parent: int):
-    def set_parent_death_signal() -> None:  # runs in the child, before exec
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the signal was set
-            os._exit(1)
-    return set_parent_death_signal
 
 
 def _free_port() -> int:

@@ -67,8 +67,10 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
                  "(default data/prefcurate.shard-i-of-n.duckdb); `prefcurate merge` joins the shards.")] = None) -> None:
     """Run the curation flow: prompts, generate, judge, pairs, verify, probes, audit (each does only what is missing)."""
     from prefcurate.flows.server import PrefectAPI
+    from prefcurate.watchdog import processes_end_with_this_one
 
-    with PrefectAPI() as api:  # a temporary Prefect API unless PREFECT_API_URL names one; it starts while we load
+    # A temporary Prefect API (unless PREFECT_API_URL names one) starts while the rest loads.
+    with processes_end_with_this_one(), PrefectAPI() as api:
         from prefcurate.context import RunContext
         from prefcurate.ids import parse_shard
         from prefcurate.store import open_store, resolve_db_path
@@ -303,8 +305,9 @@ def probe(config: ConfigOption = None, db: Db = None, quiet: Quiet = False) -> N
     from prefcurate.generate.vllm_backend import shutdown_engines
     from prefcurate.stages import run_stage
     from prefcurate.store import open_store
+    from prefcurate.watchdog import processes_end_with_this_one
 
-    with open_store(db) as store:
+    with processes_end_with_this_one(), open_store(db) as store:
         ctx = _store_context(store, config).model_copy(update={"show_progress": not quiet})
         try:
             stats = run_stage(store, ctx, "probes", "probe")

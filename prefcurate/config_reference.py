@@ -71,19 +71,23 @@ def demo_block(root: Path) -> str:
     return "```yaml\n" + (root / DEMO_CONFIG).read_text(encoding="utf-8").rstrip("\n") + "\n```"
 
 
+def _find(text: str, markers: tuple[str, str]) -> re.Match | None:
+    return re.search(re.escape(markers[0]) + r"\n(.*?)\n?" + re.escape(markers[1]), text, re.S)
+
+
 def block(text: str, markers: tuple[str, str]) -> str | None:
     """What ``text`` holds between the two markers, or None."""
-    m = re.search(re.escape(markers[0]) + r"\n(.*?)\n" + re.escape(markers[1]), text, re.S)
+    m = _find(text, markers)
     return m.group(1) if m else None
 
 
 def write(readme: Path) -> None:
     text = readme.read_text(encoding="utf-8")
     for markers, content in ((REFERENCE, reference()), (DEMO, demo_block(readme.parent))):
-        old = block(text, markers)
-        if old is None:
+        m = _find(text, markers)
+        if m is None:
             sys.exit(f"{readme}: no {markers[0]!r} ... {markers[1]!r} block to fill; add the two markers")
-        text = text.replace(f"{markers[0]}\n{old}\n{markers[1]}", f"{markers[0]}\n{content}\n{markers[1]}")
+        text = text[:m.start()] + f"{markers[0]}\n{content}\n{markers[1]}" + text[m.end():]
     readme.write_text(text, encoding="utf-8")
 
 

@@ -343,3 +343,18 @@ def test_pairwise_mode_with_a_first_position_judge_finds_only_ties(monkeypatch, 
         judge(store, cfg)
     stats = pairs.run(store, cfg)
     assert (stats.pairs_new, stats.dropped_tie) == (0, 1)
+
+
+def test_a_failing_probe_marks_its_run_failed(api, store, cli, tmp_path, monkeypatch):
+    from conftest import claude_config
+
+    cfg = claude(mode="pointwise")
+    judge(store, cfg)
+    assert pairs.run(store, cfg).pairs_new == 1
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "pointwise"}, probes={"sample": 4})
+    with MessagesAPIServer(api_key="sk-ant-another-key") as refusing:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", refusing.url)
+        result = cli("probe", "--config", config, "--db", store.path, "--quiet")
+    assert result.exit_code == 2 and "refused the key in $ANTHROPIC_API_KEY" in result.stderr
+    runs = store.query("SELECT status, error FROM runs WHERE command = 'probe'")
+    assert len(runs) == 1 and runs[0]["status"] == "failed" and runs[0]["error"].startswith("CredentialsRefused: ")

@@ -7,7 +7,7 @@ import json
 import re
 
 import numpy as np
-from conftest import FIXTURES, table_checksums
+from conftest import FIXTURES, ROOT, table_checksums
 
 from prefcurate.audit.bias import Pair, logistic_coef
 from prefcurate.audit.features import OPENERS
@@ -245,3 +245,13 @@ def test_spearman_from_sql_matches_numpy(pipeline_store):
     expected = [np.corrcoef(ranks(np.array([m[0] for m in g])), ranks(np.array([m[1] for m in g], float)))[0, 1]
                 for g in groups.values() if len(g) >= 3 and np.ptp([m[0] for m in g]) > 0 and np.ptp([m[1] for m in g]) > 0]
     assert len(rhos) == len(expected) > 0 and np.allclose(sorted(rhos), sorted(expected))
+
+
+def test_the_readmes_sql_examples_run_on_a_store(pipeline_store, cli):
+    readme = (ROOT / "README.md").read_text()
+    examples = re.search(r"Examples:\n\n```sql\n(.*?)```", readme, re.S).group(1)
+    statements = [s.strip() for s in re.sub(r"--[^\n]*", "", examples).split(";") if s.strip()]
+    assert len(statements) >= 10
+    for statement in statements:
+        result = cli("sql", statement, "--db", pipeline_store)
+        assert result.exit_code == 0, f"{statement}\n{result.stderr}"

@@ -16,14 +16,52 @@ def test_demo_config_loads():
 
 
 def test_every_field_is_documented():
+    from typing import get_args
+
+    from prefcurate.config import BACKENDS
+
     def walk(model):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
-            sub = field.annotation
-            if isinstance(sub, type) and hasattr(sub, "model_fields"):
-                walk(sub)
+            for sub in (field.annotation, *get_args(field.annotation)):
+                if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                    walk(sub)
 
     walk(Config)
+    for models in BACKENDS.values():
+        for model in models.values():
+            walk(model)
+
+
+def test_the_readme_configuration_reference_is_generated_from_config_py():
+    from conftest import ROOT
+
+    from prefcurate.config_reference import DEMO, REFERENCE, block, demo_block, reference
+
+    readme = (ROOT / "README.md").read_text()
+    fix = "run `python -m prefcurate.config_reference --write README.md`"
+    assert block(readme, REFERENCE) == reference(), fix
+    assert block(readme, DEMO) == demo_block(ROOT), f"the README's copy of configs/demo.yaml differs; {fix}"
+
+
+def test_a_field_the_backend_does_not_use_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    for text, expected in [
+        ("judge:\n  backend: anthropic\n  engine: vllm\n",
+         "judge.engine is not used by judge.backend anthropic (only by local); remove it or change the backend"),
+        ("judge:\n  backend: anthropic\n  batch: true\n  concurrency: 64\n",
+         "judge.concurrency is not used with judge.batch true; remove it"),
+        ("judge:\n  engine: transformers\n  enforce_eager: true\n",
+         "judge.enforce_eager is not used with judge.engine transformers; remove it"),
+        ("generator:\n  backend: none\n  n: 8\n", "generator.n is not used by generator.backend none"),
+        ("judge:\n  batch_size: 8\n", "judge.batch_size: no such field any more: it meant three things, now "
+                                      "judge.write_batch (verdicts per store write), judge.engine_batch and "
+                                      "judge.forward_batch (local judge)"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert str(e.value).startswith(f"{path}: {expected}"), str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +69,8 @@ def test_every_field_is_documented():
     [
         ("generator:\n  n: [1\n", "bad.yaml:3: invalid YAML"),
         ("generator:\n  n: many\n", "bad.yaml: generator.n: Input should be a valid integer"),
-        ("generator:\n  backend: tgi\n", "bad.yaml: generator.backend: Input should be 'vllm', 'transformers', 'openai' or 'none'"),
+        ("generator:\n  backend: tgi\n", "bad.yaml: generator.backend: Input should be 'vllm', 'transformers', 'openai' or "
+                                          "'none' (got 'tgi')"),
         ("judge:\n  rubrik: x.yaml\n", "bad.yaml: judge.rubrik: Extra inputs are not permitted"),
         ("- just\n- a list\n", "bad.yaml: expected a YAML mapping"),
     ],

@@ -36,7 +36,10 @@ def test_flow_run_fills_every_stage(pipeline_store):
         assert v["chosen_score"] - v["rejected_score"] == pytest.approx(v["margin"]) and v["chosen_chars"] > 0
 
 
-def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli, monkeypatch):
+def test_rerun_adds_nothing_calls_no_model_and_reads_the_rubric_once(pipeline_store, config_path, config_dict, cli,
+                                                                      monkeypatch):
+    from pathlib import Path
+
     from prefcurate.generate import vllm_backend
     from prefcurate.judge.local import LocalJudge
 
@@ -45,11 +48,15 @@ def test_rerun_adds_nothing_and_calls_no_model(pipeline_store, config_path, cli,
 
     monkeypatch.setattr(vllm_backend.VLLMGenerator, "generate", no_model)
     monkeypatch.setattr(LocalJudge, "__init__", no_model)
+    read, real_read = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self.resolve()) or real_read(self, *a, **k))
     with Store(pipeline_store) as store:
         before = {t: n for t, n in store.counts().items()}
 
     result = cli("run", config_path, "--db", pipeline_store, "--quiet")
     assert result.exit_code == 0, result.output
+    # Decided once: the config and its rubric are each read one time in the whole run, by its context.
+    assert read.count(Path(config_dict["judge"]["rubric"]).resolve()) == 1 and read.count(config_path.resolve()) == 1
     assert "candidates_new=0" in result.output and "already_judged=18" in result.output and "todo=0" in result.output
     with Store(pipeline_store) as store:
         assert store.counts() == before

@@ -83,6 +83,36 @@ def test_sigkill_then_rerun_loses_nothing_and_repays_only_calls_in_flight(claude
     assert len(sent_before) + len(sent_after) - len(repaid) == final["rows"]
 
 
+def test_a_run_killed_before_a_full_write_batch_repays_only_its_last_second(tmp_path, prefect_harness):
+    """Verdicts are written every judge.write_batch (64) and at least twice a second: a run killed after
+    fewer finished calls than one batch has stored all but its last moments."""
+    n_prompts, per_prompt = 40, 4
+    db = store_with_candidates(tmp_path / "store.duckdb", [
+        {"prompt": f"Question {i}: name a fruit.", "candidates": [f"Fruit {i}.{k}: a pear." for k in range(per_prompt)]}
+        for i in range(n_prompts)])
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "pointwise", "concurrency": 4})
+    run = [sys.executable, "-m", "prefcurate.cli", "run", str(config), "--quiet", "--db", str(db)]
+    with MessagesAPIServer(latency_s=0.15) as server:
+        proc = subprocess.Popen(run, cwd=ROOT, env=child_env(server, tmp_path), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(server.answered_at) < 42:  # fewer than one write batch of 64
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        killed_at = time.monotonic()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished_a_second_before = sum(t <= killed_at - 1.0 for t in server.answered_at)
+        asked_before = len(server.requests)
+        assert stored(db)["judgments"] >= finished_a_second_before > 0
+
+        rerun = subprocess.run(run, cwd=ROOT, env=child_env(server, tmp_path), capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        asked_again = len(server.requests) - asked_before
+    assert stored(db)["judgments"] == n_prompts * per_prompt
+    assert asked_again <= n_prompts * per_prompt - finished_a_second_before
+
+
 def test_a_snapshot_killed_while_being_written_leaves_nothing_visible(tmp_path):
     from conftest import seed_scored
 

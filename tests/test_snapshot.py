@@ -150,3 +150,32 @@ def test_snapshot_export_as_parquet_and_jsonl(cli, paired_db, tmp_path):
     assert again.exit_code == 2 and "train.jsonl already exists; remove it or export --to another folder" in again.stderr
     bad = cli("snapshot", "export", snapshot_id, "--to", tmp_path / "x", "--format", "csv", "--db", paired_db)
     assert bad.exit_code == 2 and "--format 'csv': use one of parquet, jsonl" in bad.stderr
+
+
+def test_snapshot_create_applies_the_flags_of_the_run_that_filled_the_store(cli, tmp_path, monkeypatch, prefect_harness):
+    """Without --config, `snapshot create` audits with the config recorded by the store's latest run,
+    and says so."""
+    from conftest import claude_config, store_with_candidates
+
+    from prefcurate.testing.messages_api import MessagesAPIServer
+
+    db = store_with_candidates(tmp_path / "s.duckdb", [
+        {"prompt": f"Question {i}?", "candidates": [f"Answer {i}.{k}" for k in range(4)]} for i in range(12)])
+    # Only low_margin blocks, and it is raised below a margin of 4: not the defaults.
+    config = claude_config(tmp_path / "claude.yaml", {"mode": "pointwise"},
+                           audit={"blocking_flags": ["low_margin"], "low_margin": 4.0})
+    with MessagesAPIServer() as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
+        assert cli("run", config, "--db", db, "--quiet").exit_code == 0
+    with Store(db) as store:
+        run_id = store.scalar("SELECT run_id FROM runs WHERE command = 'run'")
+        low, total = store.scalar("SELECT [count(*) FILTER (WHERE margin < 4), count(*)] FROM pairs")
+    assert 0 < low < total
+
+    result = cli("snapshot", "create", "--force", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert f"config: the config of run {run_id} ({config})" in result.output
+    manifest = json.loads(cli("snapshot", "show", result.output.strip().splitlines()[-1], "--db", db).output)
+    assert manifest["audit"]["blocking_flags"] == ["low_margin"] and manifest["audit"]["pairs_excluded"] == low
+    assert manifest["counts"]["pairs"] == total - low

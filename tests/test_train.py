@@ -93,6 +93,21 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     assert again["resumed_from"] == "checkpoint-1" and again["steps"] == 2
 
 
+def test_a_rerun_after_a_snapshot_and_a_train_run_stores_no_second_audit(pointwise_store, snapshot_id, cli):
+    """The audit's id depends on what it audited: adding a snapshot and a train run changes nothing the
+    audit looks at, so rerunning the flow on unchanged data stores no new audit and no new flags."""
+    from prefcurate.store import Store
+
+    with Store(pointwise_store) as store:
+        assert store.counts()["snapshots"] >= 1 and store.counts()["train_runs"] >= 1  # the test above trained
+        config = store.scalar("SELECT config_path FROM runs WHERE command = 'run' ORDER BY started_at LIMIT 1")
+        before = store.scalar("SELECT [count(*), (SELECT count(*) FROM pair_flags)] FROM audits")
+    result = cli("run", config, "--db", pointwise_store, "--quiet")
+    assert result.exit_code == 0, result.output
+    with Store(pointwise_store) as store:
+        assert store.scalar("SELECT [count(*), (SELECT count(*) FROM pair_flags)] FROM audits") == before
+
+
 def test_loss_type_auto_takes_the_audits_noise_estimate(pointwise_store, snapshot_id, cli, tmp_path):
     from prefcurate.train.config import TrainConfig
     from prefcurate.train.dpo import resolve_loss

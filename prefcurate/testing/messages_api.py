@@ -96,6 +96,7 @@ class MessagesAPIServer:
         self.headers: list[dict] = []  # and its headers
         self.arrivals: list[float] = []  # and when it came (time.monotonic)
         self.answers: Counter = Counter()  # what was answered: 200, 429, "drop", ...
+        self.answered_at: list[float] = []  # when each 200 answer to a Messages call was sent (time.monotonic)
         self._cached: set[str] = set()
         # Message Batches: id -> {"requests", "created", "results"}; a batch ends batch_delay_s after it
         # is created; batch_outcomes maps a custom_id to "errored", "expired" or "canceled".
@@ -167,6 +168,8 @@ class MessagesAPIServer:
                             *(f"{k}: {v}" for k, v in extra.items())]
                 writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + data)
                 await writer.drain()
+                if status == 200 and path == "/v1/messages":
+                    self.answered_at.append(time.monotonic())
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
