@@ -75,23 +75,8 @@ def import_judgments(store: Store, path: str, run_id: str | None = None) -> Judg
     prompts, candidates, judgments, pairs = {}, {}, {}, {}  # by id: a repeated line adds nothing
     stats = JudgmentImportStats(lines=len(rows))
     for lineno, obj in rows:
-        if not isinstance(obj, dict):
-            raise InputError(path, lineno, "each line must be a JSON object with prompt, a, b, judge and verdicts")
-        if unknown := set(obj) - KEYS:
-            raise InputError(path, lineno, f"unknown field(s) {sorted(unknown)}", f"allowed: {', '.join(sorted(KEYS))}")
-        if missing := [k for k in ("prompt", "a", "b", "judge", "verdicts") if k not in obj]:
-            raise InputError(path, lineno, f"missing {missing}")
-        messages = normalise_messages(obj["prompt"], path, lineno, "prompt")
-        for key in ("a", "b", "judge"):
-            if not isinstance(obj[key], str) or not obj[key]:
-                raise InputError(path, lineno, f"`{key}` must be a non-empty string")
-        if obj["a"] == obj["b"]:
-            raise InputError(path, lineno, "`a` and `b` are the same text", "a judgment compares two different responses")
+        messages, verdicts = _checked(obj, path, lineno)
         generator = obj.get("generator", "imported")
-        if not isinstance(generator, str) or not generator:
-            raise InputError(path, lineno, "`generator` must be a non-empty string")
-        verdicts = _verdicts(obj["verdicts"], path, lineno)
-
         pid = prompt_id_for(messages)
         prompts[pid] = {"prompt_id": pid, "messages": canonical_json(messages), "prompt_text": messages[-1]["content"],
                         "source": str(path), "source_id": None, "metadata": None, "run_id": run_id}
@@ -102,32 +87,60 @@ def import_judgments(store: Store, path: str, run_id: str | None = None) -> Judg
                 "candidate_id": ids[side], "prompt_id": pid, "sample_index": index, "text": obj[side],
                 "finish_reason": "imported", "prompt_tokens": None, "completion_tokens": None, "latency_s": None,
                 "generator": generator, "params": canonical_json({"imported": True}), "run_id": run_id})
-        wins = {side: sum(w == side for _, w, _ in verdicts) for side in ("a", "b")}
-        first = "b" if wins["b"] > wins["a"] else "a"  # the chosen response when there is a majority
-        second = "a" if first == "b" else "b"
-        for order, winner, repeat in verdicts:
-            # In the pair's terms: its chosen response is `a`, shown first in order ab.
-            order = order if first == "a" else FLIP[order]
-            winner = winner if first == "a" or winner == "tie" else {"a": "b", "b": "a"}[winner]
-            jid = judgment_id(ids[first], obj["judge"], RUBRIC, "pairwise", ids[second], order, repeat)
-            judgments[jid] = {
-                "judgment_id": jid, "prompt_id": pid, "candidate_id": ids[first], "candidate_b_id": ids[second], "judge": obj["judge"],
-                "rubric_name": None, "rubric_hash": RUBRIC, "mode": "pairwise", "pair_order": order,
-                "repeat_index": repeat, "winner": winner, "status": "ok", "run_id": run_id}
         stats.verdicts += len(verdicts)
-        if wins["a"] == wins["b"]:
+        pair = _pair_rows(pid, ids, obj["judge"], verdicts, run_id, judgments)
+        if pair is None:
             stats.no_majority += 1
-            continue
-        share = {side: wins[side] / len(verdicts) for side in ("a", "b")}
-        pair_id = content_id("pair", pid, ids[first], ids[second], STRATEGY)
-        pairs[pair_id] = {
-            "pair_id": pair_id, "prompt_id": pid,
-            "chosen_id": ids[first], "rejected_id": ids[second], "strategy": STRATEGY,
-            "chosen_score": share[first], "rejected_score": share[second], "margin": share[first] - share[second],
-            "judge": obj["judge"], "rubric_hash": RUBRIC, "run_id": run_id}
+        else:
+            pairs[pair["pair_id"]] = pair
     with store.transaction():
         stats.prompts_new = store.insert("prompts", list(prompts.values()))
         stats.candidates_new = store.insert("candidates", list(candidates.values()))
         stats.judgments_new = store.insert("judgments", list(judgments.values()))
         stats.pairs_new = store.insert("pairs", list(pairs.values()))
     return stats
+
+
+def _checked(obj, path: str, lineno: int) -> tuple[list[dict[str, str]], list[tuple[str, str, int]]]:
+    """(the prompt's messages, the verdicts) of a valid line, or an InputError naming what to fix."""
+    if not isinstance(obj, dict):
+        raise InputError(path, lineno, "each line must be a JSON object with prompt, a, b, judge and verdicts")
+    if unknown := set(obj) - KEYS:
+        raise InputError(path, lineno, f"unknown field(s) {sorted(unknown)}", f"allowed: {', '.join(sorted(KEYS))}")
+    if missing := [k for k in ("prompt", "a", "b", "judge", "verdicts") if k not in obj]:
+        raise InputError(path, lineno, f"missing {missing}")
+    messages = normalise_messages(obj["prompt"], path, lineno, "prompt")
+    for key in ("a", "b", "judge"):
+        if not isinstance(obj[key], str) or not obj[key]:
+            raise InputError(path, lineno, f"`{key}` must be a non-empty string")
+    if obj["a"] == obj["b"]:
+        raise InputError(path, lineno, "`a` and `b` are the same text", "a judgment compares two different responses")
+    generator = obj.get("generator", "imported")
+    if not isinstance(generator, str) or not generator:
+        raise InputError(path, lineno, "`generator` must be a non-empty string")
+    return messages, _verdicts(obj["verdicts"], path, lineno)
+
+
+def _pair_rows(pid: str, ids: dict[str, str], judge: str, verdicts: list[tuple[str, str, int]], run_id: str | None,
+               judgments: dict[str, dict]) -> dict | None:
+    """Add the line's judgments to ``judgments`` in the pair's terms; return its pair, or None when
+    neither response won more verdicts."""
+    wins = {side: sum(w == side for _, w, _ in verdicts) for side in ("a", "b")}
+    first = "b" if wins["b"] > wins["a"] else "a"  # the chosen response when there is a majority
+    second = "a" if first == "b" else "b"
+    for order, winner, repeat in verdicts:
+        # In the pair's terms: its chosen response is `a`, shown first in order ab.
+        order = order if first == "a" else FLIP[order]
+        winner = winner if first == "a" or winner == "tie" else {"a": "b", "b": "a"}[winner]
+        jid = judgment_id(ids[first], judge, RUBRIC, "pairwise", ids[second], order, repeat)
+        judgments[jid] = {
+            "judgment_id": jid, "prompt_id": pid, "candidate_id": ids[first], "candidate_b_id": ids[second],
+            "judge": judge, "rubric_name": None, "rubric_hash": RUBRIC, "mode": "pairwise", "pair_order": order,
+            "repeat_index": repeat, "winner": winner, "status": "ok", "run_id": run_id}
+    if wins["a"] == wins["b"]:
+        return None
+    share = {side: wins[side] / len(verdicts) for side in ("a", "b")}
+    return {"pair_id": content_id("pair", pid, ids[first], ids[second], STRATEGY), "prompt_id": pid,
+            "chosen_id": ids[first], "rejected_id": ids[second], "strategy": STRATEGY,
+            "chosen_score": share[first], "rejected_score": share[second], "margin": share[first] - share[second],
+            "judge": judge, "rubric_hash": RUBRIC, "run_id": run_id}

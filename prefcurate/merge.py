@@ -29,16 +29,15 @@ def merge_stores(store: Store, paths: list[str]) -> dict[str, int]:
             raise StoreError(f"{path} is the store being merged into; pass --db another file")
         with Store(path):  # brings an older shard's schema up to this version first
             pass
-        store.con.execute("ATTACH ? AS shard (READ_ONLY)", [str(path)])
+        store.execute("ATTACH ? AS shard (READ_ONLY)", [str(path)])
         try:
             for table in TABLES:
-                columns = ", ".join(c for (c,) in store.con.execute(
+                columns = ", ".join(r["column_name"] for r in store.query(
                     "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-                    "AND table_name = ? ORDER BY column_index", [table]).fetchall())
+                    "AND table_name = ? ORDER BY column_index", [table]))
                 before = store.scalar(f"SELECT count(*) FROM {table}")
-                store.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM shard.{table} "
-                                  "ON CONFLICT DO NOTHING")
+                store.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM shard.{table} ON CONFLICT DO NOTHING")
                 added[table] += store.scalar(f"SELECT count(*) FROM {table}") - before
         finally:
-            store.con.execute("DETACH shard")
+            store.execute("DETACH shard")
     return added

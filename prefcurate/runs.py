@@ -54,6 +54,13 @@ def _json(value):
     return json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
+def run_configs(store: Store, run_ids: list[str]) -> dict[str, dict]:
+    """The configs the given runs recorded, by run id (runs without one are left out)."""
+    rows = store.query("SELECT run_id, config FROM runs WHERE list_contains(?, run_id) AND config IS NOT NULL",
+                       [sorted(set(filter(None, run_ids)))])
+    return {r["run_id"]: json.loads(r["config"]) for r in rows}
+
+
 def latest_context(store: Store) -> RunContext | None:
     """The context recorded by the store's latest `prefcurate run`, or None when there is none."""
     rows = store.query(LATEST_SQL)

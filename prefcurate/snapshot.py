@@ -25,6 +25,7 @@ from prefcurate.audit.stage import full_audit
 from prefcurate.context import RunContext
 from prefcurate.errors import GatesFailed, NotFoundError, PrefcurateError
 from prefcurate.ids import content_id, sha256_file, unit_interval
+from prefcurate.runs import run_configs
 from prefcurate.store import Store
 
 SPLITS = ("train", "test")
@@ -85,68 +86,86 @@ def create_snapshot(store: Store, ctx: RunContext, name: str | None = None, test
     """Audit the store with the run's ``audit`` settings, then freeze the pairs without a blocking flag
     into a new snapshot, or return the identical one that exists. Refuses when a gate of the audit
     failed, unless ``force``. ``test_fraction``: the run's ``snapshot.test_fraction`` unless given."""
-    audit = ctx.config.audit
     test_fraction = ctx.config.snapshot.test_fraction if test_fraction is None else test_fraction
     report = full_audit(store, ctx)
-    failed = [f"{k} ({_describe(g)})" for k, g in report["gates"].items() if g["status"] == "failed"]
+    failed = [k for k, g in report["gates"].items() if g["status"] == "failed"]
     if failed and not force:
-        raise GatesFailed(f"audit {report['audit_id']} failed {len(failed)} gate(s): {'; '.join(failed)}. Fix the judge "
+        described = "; ".join(f"{k} ({_describe(report['gates'][k])})" for k in failed)
+        raise GatesFailed(f"audit {report['audit_id']} failed {len(failed)} gate(s): {described}. Fix the judge "
                           "(README: \"When a gate fails\"), or pass --force to snapshot anyway (recorded in the manifest)")
-    rows = store.query(PAIRS_SQL, {"audit_id": report["audit_id"]})
-    if not rows:
-        flagged = ", ".join(f"{k} {v}" for k, v in report["flags"].items() if v and k in audit.blocking_flags)
-        raise PrefcurateError(
-            f"no pairs to snapshot: {report['n_pairs']} stored, and every one has a blocking flag ({flagged or 'none'}); "
-            "see `prefcurate sql \"select flag, detail from v_flags\"`, or run `prefcurate run CONFIG` first"
-            if report["n_pairs"] else "no pairs to snapshot; run `prefcurate run CONFIG` first")
+    rows = _fit_rows(store, report, ctx.config.audit.blocking_flags)
     snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
     existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
     if existing and Path(existing[0]["path"]).is_dir():
         return _from_row(existing[0], created=False)
-
     splits = {s: [] for s in SPLITS}
     for r in rows:
         splits["test" if in_test_split(r["prompt_id"], test_fraction) else "train"].append(_trl_row(r))
+    manifest = _manifest(snapshot_id, name, rows, splits, test_fraction, run_configs(store, [r["run_id"] for r in rows]))
+    manifest["audit"] = {
+        "audit_id": report["audit_id"], "passed": report["passed"], "forced": bool(failed), "failed_gates": failed,
+        "blocking_flags": list(ctx.config.audit.blocking_flags), "flags": report["flags"],
+        "pairs_audited": report["n_pairs"], "pairs_excluded": report["n_pairs"] - len(rows),
+        "noise_estimate": report["noise_estimate"],
+    }
+    path = _freeze(snapshots_dir(store), splits, manifest)
+    counts = manifest["counts"]
+    store.insert("snapshots", [{
+        "snapshot_id": snapshot_id, "name": name, "path": str(path), "n_pairs": counts["pairs"],
+        "n_train": counts["train"], "n_test": counts["test"], "manifest": manifest, "audit_id": report["audit_id"],
+        "run_id": ctx.run_id,
+    }])
+    return Snapshot(snapshot_id, name, path, counts["pairs"], counts["train"], counts["test"], manifest, True)
 
-    final = snapshots_dir(store) / snapshot_id
+
+def _fit_rows(store: Store, report: dict, blocking: list[str]) -> list[dict]:
+    """The pairs the audit found fit, or an error saying why there are none."""
+    rows = store.query(PAIRS_SQL, {"audit_id": report["audit_id"]})
+    if not rows:
+        flagged = ", ".join(f"{k} {v}" for k, v in report["flags"].items() if v and k in blocking)
+        raise PrefcurateError(
+            f"no pairs to snapshot: {report['n_pairs']} stored, and every one has a blocking flag ({flagged or 'none'}); "
+            "see `prefcurate sql \"select flag, detail from v_flags\"`, or run `prefcurate run CONFIG` first"
+            if report["n_pairs"] else "no pairs to snapshot; run `prefcurate run CONFIG` first")
+    return rows
+
+
+def _manifest(snapshot_id: str, name: str | None, rows: list[dict], splits: dict[str, list], test_fraction: float,
+              configs: dict) -> dict:
+    """What a snapshot holds and where it came from (its files and audit are added by the caller)."""
+    return {
+        "snapshot_id": snapshot_id,
+        "name": name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "prefcurate_version": prefcurate.__version__,
+        "format": "trl-conversational-explicit-prompt",
+        "counts": {"pairs": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
+                   "prompts": len({r["prompt_id"] for r in rows})},
+        "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction},
+        "judges": sorted({r["judge"] for r in rows}),
+        "rubric_hashes": sorted({r["rubric_hash"] for r in rows}),
+        "generators": sorted({r["generator"] for r in rows}),
+        "prompt_sources": sorted({r["source"] for r in rows if r["source"]}),
+        "strategies": sorted({r["strategy"] for r in rows}),
+        "run_configs": configs,
+    }
+
+
+def _freeze(folder: Path, splits: dict[str, list], manifest: dict) -> Path:
+    """Write the splits and the manifest (with each file's checksum) into a hidden folder, made read-only,
+    then rename it into place: a snapshot is never visible half-written."""
+    final = folder / manifest["snapshot_id"]
     # Folders left by a process that died mid-write; this one holds the store's lock, so none is in use.
-    for stale in snapshots_dir(store).glob(".tmp-*"):
+    for stale in folder.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = snapshots_dir(store) / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+    tmp = folder / f".tmp-{manifest['snapshot_id']}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        files = {}
+        manifest["files"] = {}
         for split, items in splits.items():
             fname = f"{split}.parquet"
             pq.write_table(pa.Table.from_pylist(items, schema=ROW_SCHEMA), tmp / fname)
-            files[fname] = {"sha256": sha256_file(tmp / fname), "rows": len(items)}
-        run_ids = sorted({r["run_id"] for r in rows if r["run_id"]})
-        configs = {r["run_id"]: json.loads(r["config"]) for r in store.query(
-            "SELECT run_id, config FROM runs WHERE list_contains(?, run_id) AND config IS NOT NULL", [run_ids])}
-        manifest = {
-            "snapshot_id": snapshot_id,
-            "name": name,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "prefcurate_version": prefcurate.__version__,
-            "format": "trl-conversational-explicit-prompt",
-            "counts": {"pairs": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
-                       "prompts": len({r["prompt_id"] for r in rows})},
-            "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction},
-            "files": files,
-            "judges": sorted({r["judge"] for r in rows}),
-            "rubric_hashes": sorted({r["rubric_hash"] for r in rows}),
-            "generators": sorted({r["generator"] for r in rows}),
-            "prompt_sources": sorted({r["source"] for r in rows if r["source"]}),
-            "strategies": sorted({r["strategy"] for r in rows}),
-            "run_configs": configs,
-            "audit": {
-                "audit_id": report["audit_id"], "passed": report["passed"], "forced": bool(force and failed),
-                "failed_gates": [k for k, g in report["gates"].items() if g["status"] == "failed"],
-                "blocking_flags": list(audit.blocking_flags), "flags": report["flags"],
-                "pairs_audited": report["n_pairs"], "pairs_excluded": report["n_pairs"] - len(rows),
-                "noise_estimate": report["noise_estimate"],
-            },
-        }
+            manifest["files"][fname] = {"sha256": sha256_file(tmp / fname), "rows": len(items)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for f in tmp.iterdir():
             f.chmod(0o444)
@@ -156,12 +175,7 @@ def create_snapshot(store: Store, ctx: RunContext, name: str | None = None, test
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    store.insert("snapshots", [{
-        "snapshot_id": snapshot_id, "name": name, "path": str(final), "n_pairs": len(rows),
-        "n_train": len(splits["train"]), "n_test": len(splits["test"]), "manifest": manifest,
-        "audit_id": report["audit_id"], "run_id": ctx.run_id,
-    }])
-    return Snapshot(snapshot_id, name, final, len(rows), len(splits["train"]), len(splits["test"]), manifest, True)
+    return final
 
 
 def _describe(gate: dict) -> str:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from prefcurate.errors import ConfigError, MissingDependencyError, PrefcurateError
 from prefcurate.ids import content_id
-from prefcurate.snapshot import get_snapshot, verify_snapshot
+from prefcurate.snapshot import Snapshot, get_snapshot, verify_snapshot
 from prefcurate.store import Store
 from prefcurate.train.config import TrainConfig
 from prefcurate.train.evaluate import preference_metrics, sample_metrics
@@ -108,13 +110,28 @@ class Evaluations:
             self.results.setdefault(name, {})[when] = value
 
 
-def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
+@dataclass
+class Plan:
+    """What a training run settled before anything was recorded."""
+
+    snapshot: Snapshot
+    manifest: dict
+    cfg: TrainConfig
+    model_path: str
+    loss_type: str
+    label_smoothing: float
+    mix: list | None  # SFT examples mixed in
+    heldout: list | None  # SFT examples of the forgetting check
+    train_run_id: str
+    out: Path
+    on_gpu: bool
+    quantization: object | None  # QLoRA's 4-bit loading (a BitsAndBytesConfig), or None
+
+
+def plan(store: Store, snapshot_id: str, cfg: TrainConfig) -> Plan:
+    """Check the snapshot (checksums, audit, a train split), read every input and find every library the
+    config needs, so that a bad one stops the run with the store as it was."""
     import torch
-    from datasets import Dataset, concatenate_datasets, load_dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOConfig, DPOTrainer
 
     snap = get_snapshot(store, snapshot_id)
     manifest = verify_snapshot(snap.path)
@@ -125,34 +142,101 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
     model_path = cfg.model or on_policy_model(manifest)
     if snap.n_train == 0:
         raise ConfigError(f"snapshot {snapshot_id} has no train pairs; make more pairs or lower snapshot.test_fraction")
-    loss_type, label_smoothing = resolve_loss(cfg, manifest)
-    on_gpu = torch.cuda.is_available()
-    quantization = quantization_config(on_gpu) if cfg.lora.qlora else None
-    # Read before anything is recorded: a bad line stops the run with the store as it was.
     mix = read_sft(cfg.sft_mix.path) if cfg.sft_mix.path else None
     heldout = read_sft(cfg.eval.sft_path) if cfg.eval.enabled and cfg.eval.sft_path else None
-
     train_run_id = content_id("train", snapshot_id, model_path, cfg.model_dump())
-    out = Path(cfg.output_root) / train_run_id
-    store.con.execute("DELETE FROM train_runs WHERE train_run_id = ?", [train_run_id])
+    on_gpu = torch.cuda.is_available()
+    return Plan(snap, manifest, cfg, model_path, *resolve_loss(cfg, manifest), mix, heldout, train_run_id,
+                Path(cfg.output_root) / train_run_id, on_gpu, quantization_config(on_gpu) if cfg.lora.qlora else None)
+
+
+@contextmanager
+def recorded_train_run(store: Store, p: Plan) -> Iterator[dict]:
+    """A ``train_runs`` row, running for the block, then ok with the metrics put in the yielded dict, or
+    failed with the error, whatever the exception."""
+    store.execute("DELETE FROM train_runs WHERE train_run_id = ?", [p.train_run_id])  # a rerun resumes the run
     store.insert("train_runs", [{
-        "train_run_id": train_run_id, "snapshot_id": snapshot_id, "config": cfg.model_dump(),
-        "output_dir": str(out), "base_model": model_path, "metrics": None, "git_commit": _git_commit(),
+        "train_run_id": p.train_run_id, "snapshot_id": p.snapshot.snapshot_id, "config": p.cfg.model_dump(),
+        "output_dir": str(p.out), "base_model": p.model_path, "metrics": None, "git_commit": _git_commit(),
         "status": "running", "started_at": _now(), "finished_at": None,
     }])
+    metrics: dict = {}
+    finish = "UPDATE train_runs SET status = ?, finished_at = ?, metrics = ? WHERE train_run_id = ?"
+    try:
+        yield metrics
+    except BaseException as e:
+        store.execute(finish, ["failed", _now(), json.dumps({"error": f"{type(e).__name__}: {e}"}), p.train_run_id])
+        raise
+    store.execute(finish, ["ok", _now(), json.dumps(metrics), p.train_run_id])
 
-    data = {split: str(snap.path / f"{split}.parquet") for split in ("train", "test")}
-    train_ds = load_dataset("parquet", data_files={"train": data["train"]}, split="train")
-    test_ds = load_dataset("parquet", data_files={"test": data["test"]}, split="test") if snap.n_test else None
-    n_pairs, n_sft = len(train_ds), 0
-    sft_rows = mix_rows(mix, n_pairs, cfg.sft_mix.fraction, cfg.seed) if mix else []
-    if sft_rows:
-        pairs = train_ds.select_columns(["prompt", "chosen", "rejected"])
-        sft = Dataset.from_list(sft_rows).cast(pairs.features)
-        train_ds, n_sft = concatenate_datasets([pairs, sft]).shuffle(seed=cfg.seed), len(sft)
-    losses = [loss_type] + (["sft"] if n_sft else [])
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if on_gpu else torch.float32,
+
+def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
+    p = plan(store, snapshot_id, cfg)
+    with recorded_train_run(store, p) as metrics:
+        adapter_dir = train(p, metrics)
+        (p.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return TrainResult(p.train_run_id, p.out, adapter_dir, metrics)
+
+
+def train(p: Plan, metrics: dict) -> Path:
+    """Train, evaluating before and after; save the adapter (and merged weights); fill ``metrics``."""
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import DPOTrainer
+
+    train_ds, test_ds, n_pairs, n_sft = datasets(p)
+    tokenizer, model, base_weights = load_policy(p)
+    trainer = DPOTrainer(model=model, args=dpo_args(p, n_sft), train_dataset=train_ds,
+                         processing_class=tokenizer, peft_config=lora_config(p.cfg))
+    evaluations = Evaluations(p.cfg, trainer, tokenizer, test_ds, p.heldout)
+    evaluations.run("before")
+    # A rerun of the same snapshot and config has the same id and output folder: it resumes.
+    resume = get_last_checkpoint(str(p.out)) if p.out.is_dir() else None
+    if resume:
+        log.info("train: resuming %s from %s", p.train_run_id, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    evaluations.run("after")
+    adapter_dir = p.out / ("adapter" if p.cfg.lora.enabled else "model")
+    trainer.save_model(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    if p.cfg.merge_weights and p.cfg.lora.enabled:
+        trainer.model.merge_and_unload().save_pretrained(str(p.out / "merged"))
+        tokenizer.save_pretrained(str(p.out / "merged"))
+    final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
+    metrics.update({
+        "train_loss": result.training_loss, "steps": trainer.state.global_step, "train_pairs": n_pairs,
+        "train_sft_examples": n_sft, "test_pairs": p.snapshot.n_test, "loss_type": p.loss_type,
+        "base_weights": base_weights, "label_smoothing": p.label_smoothing,
+        "runtime_s": result.metrics.get("train_runtime"), "final_rewards_accuracy": final.get("rewards/accuracies"),
+        "final_rewards_margin": final.get("rewards/margins"), "resumed_from": Path(resume).name if resume else None,
+        "eval": evaluations.results,
+    })
+    return adapter_dir
+
+
+def datasets(p: Plan):
+    """(train split with the SFT examples mixed in, test split or None, pairs, SFT examples)."""
+    from datasets import Dataset, concatenate_datasets, load_dataset
+
+    files = {split: str(p.snapshot.path / f"{split}.parquet") for split in ("train", "test")}
+    train_ds = load_dataset("parquet", data_files={"train": files["train"]}, split="train")
+    test_ds = load_dataset("parquet", data_files={"test": files["test"]}, split="test") if p.snapshot.n_test else None
+    n_pairs = len(train_ds)
+    sft_rows = mix_rows(p.mix, n_pairs, p.cfg.sft_mix.fraction, p.cfg.seed) if p.mix else []
+    if not sft_rows:
+        return train_ds, test_ds, n_pairs, 0
+    pairs = train_ds.select_columns(["prompt", "chosen", "rejected"])
+    sft = Dataset.from_list(sft_rows).cast(pairs.features)
+    return concatenate_datasets([pairs, sft]).shuffle(seed=p.cfg.seed), test_ds, n_pairs, len(sft)
+
+
+def load_policy(p: Plan):
+    """(tokenizer, model, how the base weights were loaded: "float32", "4-bit nf4", ...)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    on_gpu, quantization = p.on_gpu, p.quantization
+    tokenizer = AutoTokenizer.from_pretrained(p.model_path)
+    model = AutoModelForCausalLM.from_pretrained(p.model_path, dtype=torch.bfloat16 if on_gpu else torch.float32,
                                                  quantization_config=quantization)
     # As loaded, for the lineage: QLoRA's base is 4-bit.
     base_weights = (f"4-bit {quantization.bnb_4bit_quant_type}" if getattr(model, "is_loaded_in_4bit", False)
@@ -161,12 +245,19 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
-    args = DPOConfig(
-        output_dir=str(out),
-        loss_type=losses,
+    return tokenizer, model, base_weights
+
+
+def dpo_args(p: Plan, n_sft: int):
+    from trl import DPOConfig
+
+    cfg, on_gpu = p.cfg, p.on_gpu
+    return DPOConfig(
+        output_dir=str(p.out),
+        loss_type=[p.loss_type] + (["sft"] if n_sft else []),
         loss_weights=[1.0, cfg.sft_mix.weight] if n_sft else None,
         beta=cfg.beta,
-        label_smoothing=label_smoothing,
+        label_smoothing=p.label_smoothing,
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
@@ -184,48 +275,12 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
         bf16=on_gpu,
         gradient_checkpointing=on_gpu,
     )
-    peft_config = None
-    if cfg.lora.enabled:
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                         peft_config=peft_config)
-    evaluations = Evaluations(cfg, trainer, tokenizer, test_ds, heldout)
-    try:
-        evaluations.run("before")
-        # A rerun of the same snapshot and config has the same id and output folder: it resumes.
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if resume:
-            log.info("train: resuming %s from %s", train_run_id, resume)
-        result = trainer.train(resume_from_checkpoint=resume)
-        evaluations.run("after")
-    except BaseException as e:
-        store.con.execute("UPDATE train_runs SET status = 'failed', finished_at = ?, metrics = ? WHERE train_run_id = ?",
-                          [_now(), json.dumps({"error": f"{type(e).__name__}: {e}"}), train_run_id])
-        raise
-    adapter_dir = out / ("adapter" if cfg.lora.enabled else "model")
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
-    if cfg.merge_weights and cfg.lora.enabled:
-        trainer.model.merge_and_unload().save_pretrained(str(out / "merged"))
-        tokenizer.save_pretrained(str(out / "merged"))
-    final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
-    metrics = {
-        "train_loss": result.training_loss,
-        "steps": trainer.state.global_step,
-        "train_pairs": n_pairs,
-        "train_sft_examples": n_sft,
-        "test_pairs": snap.n_test,
-        "loss_type": loss_type,
-        "base_weights": base_weights,
-        "label_smoothing": label_smoothing,
-        "runtime_s": result.metrics.get("train_runtime"),
-        "final_rewards_accuracy": final.get("rewards/accuracies"),
-        "final_rewards_margin": final.get("rewards/margins"),
-        "resumed_from": Path(resume).name if resume else None,
-        "eval": evaluations.results,
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    store.con.execute("UPDATE train_runs SET status = 'ok', finished_at = ?, metrics = ? WHERE train_run_id = ?",
-                      [_now(), json.dumps(metrics), train_run_id])
-    return TrainResult(train_run_id, out, adapter_dir, metrics)
+
+
+def lora_config(cfg: TrainConfig):
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")

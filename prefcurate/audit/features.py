@@ -90,6 +90,6 @@ def compute_features(store: Store, phrases: Phrases = DEFAULT_PHRASES) -> int:
     todo = store.scalar("SELECT count(*) FROM candidates WHERE candidate_id NOT IN "
                         "(SELECT candidate_id FROM candidate_features WHERE phrases_key = ?)", [phrases.key])
     if todo:
-        store.con.execute(FEATURES_SQL, {"opener": phrases.opener_pattern, "closer": phrases.closer_pattern,
+        store.execute(FEATURES_SQL, {"opener": phrases.opener_pattern, "closer": phrases.closer_pattern,
                                          "injection": INJECTION, "key": phrases.key})
     return todo

@@ -96,8 +96,8 @@ pointwise_repeats AS (
 ),
 verdicts AS (SELECT * FROM v_pair_verdicts),
 failed_scores AS (
-    SELECT candidate_id, judge, rubric_hash, status, error FROM judgments
-    WHERE status <> 'ok' AND mode = 'pointwise' AND probe IS NULL
+    SELECT candidate_id, judge, rubric_hash, status, error FROM v_plain_judgments
+    WHERE status <> 'ok' AND mode = 'pointwise'
 ),
 failures AS (
     SELECT pair_id, status, error FROM pj WHERE status <> 'ok'

@@ -53,7 +53,7 @@ def _strip_n(metric: dict) -> dict:
 STATUS_SQL = """
 SELECT mode, count(*) AS n, count(*) FILTER (WHERE status = 'parse_error') AS parse_errors,
        count(*) FILTER (WHERE status = 'api_error') AS api_errors
-FROM judgments WHERE probe IS NULL GROUP BY mode ORDER BY mode
+FROM v_plain_judgments GROUP BY mode ORDER BY mode
 """
 MARGIN_BINS = 20
 

@@ -1,17 +1,22 @@
 -- Read-side SQL that more than one module needs, written once.
 
--- The plain (unprobed) pointwise scores that succeeded: what ranks a prompt's candidates and what
--- the audit measures.
+-- Every plain judgment: of a candidate or a pair as generated, not of a probe's perturbation.
+CREATE OR REPLACE VIEW v_plain_judgments AS
+SELECT judgment_id, prompt_id, candidate_id, candidate_b_id, judge, rubric_hash, mode, pair_order, repeat_index,
+       scores, overall, winner, status, error, run_id
+FROM judgments WHERE probe IS NULL;
+
+-- The plain pointwise scores that succeeded: what ranks a prompt's candidates and what the audit measures.
 CREATE OR REPLACE VIEW v_scores AS
 SELECT judgment_id, prompt_id, candidate_id, judge, rubric_hash, repeat_index, overall, scores, run_id
-FROM judgments WHERE mode = 'pointwise' AND probe IS NULL AND status = 'ok';
+FROM v_plain_judgments WHERE mode = 'pointwise' AND status = 'ok';
 
--- The plain (unprobed) pairwise verdicts, failed ones included (status says which). A comparison is
--- stored with the response shown first in order ab as candidate_id, and winner names a response.
+-- The plain pairwise verdicts, failed ones included (status says which). A comparison is stored
+-- with the response shown first in order ab as candidate_id, and winner names a response.
 CREATE OR REPLACE VIEW v_comparisons AS
 SELECT judgment_id, prompt_id, candidate_id, candidate_b_id, judge, rubric_hash, pair_order, repeat_index, winner,
        status, error, run_id
-FROM judgments WHERE mode = 'pairwise' AND probe IS NULL;
+FROM v_plain_judgments WHERE mode = 'pairwise';
 
 -- Judgments of perturbed candidates (probes of the judge), successful ones.
 CREATE OR REPLACE VIEW v_probe_judgments AS
