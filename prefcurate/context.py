@@ -43,13 +43,9 @@ class RunContext(BaseModel):
     _prompts: PromptFile | None = PrivateAttr(None)
 
     @classmethod
-    def of(cls, config: Config, *, source: str = "the config given in code", config_path: str | None = None,
-           rubric: Rubric | None = None, **fields) -> RunContext:
-        """The context of a config in hand; the rubric is loaded from ``judge.rubric`` unless given."""
-        rubric = rubric or load_rubric(config.judge.rubric)
-        return cls(config=config, source=source, config_path=config_path, rubric=rubric,
-                   config_hash=content_id("config", config.model_dump(mode="json")),
-                   judge=f"{config.judge.backend}:{config.judge.model}", **fields)
+    def of(cls, config: Config, *, source: str = "the config given in code", **fields) -> RunContext:
+        """The context of a config in hand, its rubric loaded from ``judge.rubric``."""
+        return cls(**_decided(config), source=source, rubric=load_rubric(config.judge.rubric), **fields)
 
     @classmethod
     def resolve(cls, config_path: str, *, shard: tuple[int, int] | None = None, show_progress: bool = False,
@@ -67,9 +63,7 @@ class RunContext(BaseModel):
                        source: str = "the defaults (no run recorded in this store; pass --config to choose)") -> RunContext:
         """A context that judges nothing, for auditing or snapshotting a store: ``config`` (else the
         built-in defaults) with no rubric loaded."""
-        config = config or Config()
-        return cls(config=config, source=source, config_hash=content_id("config", config.model_dump(mode="json")),
-                   judge=f"{config.judge.backend}:{config.judge.model}")
+        return cls(**_decided(config or Config()), source=source)
 
     def read_prompts(self) -> PromptFile | None:
         """The validated prompts of ``prompts.path`` (None when it is not set), read on first use."""
@@ -108,3 +102,9 @@ class RunContext(BaseModel):
                    source=f"the config of run {row['run_id']}{where}, the store's latest; pass --config for another",
                    config_hash=row["config_hash"], judge=row["judge"],
                    rubric=Rubric.model_validate(json.loads(row["rubric"])) if row["rubric"] else None)
+
+
+def _decided(config: Config) -> dict:
+    """What a config decides for every stage: its hash, and the judge's identity."""
+    return {"config": config, "config_hash": content_id("config", config.model_dump(mode="json")),
+            "judge": f"{config.judge.backend}:{config.judge.model}"}

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from prefcurate.display import console, print_counts
+from prefcurate.snapshot import get_snapshot
 from prefcurate.store import open_store, resolve_db_path
 
 CONFIG = "configs/demo.yaml"
@@ -48,14 +49,14 @@ def main() -> None:
 
     with open_store(db) as store:
         counts = store.counts()
-        snap = store.query("SELECT path, n_pairs, n_train, n_test FROM snapshots WHERE snapshot_id = ?", [snapshot_id])[0]
-        train = store.query("SELECT train_run_id, output_dir FROM train_runs WHERE snapshot_id = ? "
-                            "ORDER BY finished_at DESC LIMIT 1", [snapshot_id])[0]
+        snap = get_snapshot(store, snapshot_id)
+        train = store.query("SELECT train_run_id, output_dir FROM v_lineage WHERE snapshot_id = ? "
+                            "ORDER BY started_at DESC LIMIT 1", [snapshot_id])[0]
     console.rule("demo finished")
     console.print(f"store     {db}   (try: prefcurate sql \"select * from v_pairs limit 5\")")
     console.print(f"report    {db.parent / 'audit.html'}  (the audit with plots; opens offline)")
-    console.print(f"snapshot  {snapshot_id}  {snap['path']}  ({snap['n_pairs']} of {counts['pairs']} pairs passed the "
-                  f"audit's blocking flags: {snap['n_train']} train, {snap['n_test']} test)")
+    console.print(f"snapshot  {snapshot_id}  {snap.path}  ({snap.n_pairs} of {counts['pairs']} pairs passed the "
+                  f"audit's blocking flags: {snap.n_train} train, {snap.n_test} test)")
     console.print(f"adapter   {Path(train['output_dir']) / 'adapter'}  (train run {train['train_run_id']})")
     print_counts(counts)
 

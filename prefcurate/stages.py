@@ -39,7 +39,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("verify", "prefcurate.judge.verify",
           lambda ctx: None if ctx.config.judge.mode == "hybrid" else f"judge.mode is {ctx.config.judge.mode}, not hybrid"),
     Stage("probes", "prefcurate.judge.probes",
-          lambda ctx: None if ctx.config.probes.sample and ctx.config.probes.kinds else "probes.sample is 0"),
+          lambda ctx: None if ctx.config.probes.sample and ctx.config.probes.kinds else "probes.sample is 0 or no kinds"),
     Stage("audit", "prefcurate.audit.stage"),
 )
 STAGE = {s.name: s for s in STAGES}
