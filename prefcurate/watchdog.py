@@ -28,6 +28,9 @@ DONE = b"done"
 
 @contextmanager
 def processes_end_with_this_one() -> Iterator[None]:
+    if not os.path.isdir("/proc"):  # not Linux: nothing to watch with
+        yield
+        return
     watchdog = subprocess.Popen([sys.executable, "-m", "prefcurate.watchdog", str(os.getpid())],
                                 stdin=subprocess.PIPE, start_new_session=True)  # Ctrl-C is for the run, not for it
     try:
