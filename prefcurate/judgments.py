@@ -75,8 +75,7 @@ def import_judgments(store: Store, path: str, run_id: str | None = None) -> Judg
     prompts, candidates, judgments, pairs = {}, {}, {}, {}  # by id: a repeated line adds nothing
     stats = JudgmentImportStats(lines=len(rows))
     for lineno, obj in rows:
-        messages, verdicts = _checked(obj, path, lineno)
-        generator = obj.get("generator", "imported")
+        messages, generator, verdicts = _checked(obj, path, lineno)
         pid = prompt_id_for(messages)
         prompts[pid] = {"prompt_id": pid, "messages": canonical_json(messages), "prompt_text": messages[-1]["content"],
                         "source": str(path), "source_id": None, "metadata": None, "run_id": run_id}
@@ -101,8 +100,9 @@ def import_judgments(store: Store, path: str, run_id: str | None = None) -> Judg
     return stats
 
 
-def _checked(obj, path: str, lineno: int) -> tuple[list[dict[str, str]], list[tuple[str, str, int]]]:
-    """(the prompt's messages, the verdicts) of a valid line, or an InputError naming what to fix."""
+def _checked(obj, path: str, lineno: int) -> tuple[list[dict[str, str]], str, list[tuple[str, str, int]]]:
+    """(the prompt's messages, the generator, the verdicts) of a valid line, or an InputError naming
+    what to fix."""
     if not isinstance(obj, dict):
         raise InputError(path, lineno, "each line must be a JSON object with prompt, a, b, judge and verdicts")
     if unknown := set(obj) - KEYS:
@@ -118,7 +118,7 @@ def _checked(obj, path: str, lineno: int) -> tuple[list[dict[str, str]], list[tu
     generator = obj.get("generator", "imported")
     if not isinstance(generator, str) or not generator:
         raise InputError(path, lineno, "`generator` must be a non-empty string")
-    return messages, _verdicts(obj["verdicts"], path, lineno)
+    return messages, generator, _verdicts(obj["verdicts"], path, lineno)
 
 
 def _pair_rows(pid: str, ids: dict[str, str], judge: str, verdicts: list[tuple[str, str, int]], run_id: str | None,
