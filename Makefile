@@ -33,7 +33,7 @@ setup:
 	$(PY) -c "import torch, vllm, trl, prefect, duckdb; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'trl', trl.__version__)"
 
 demo:
-	$(PY) -m prefcurate.demo
+	$(PY) -m prefcurate.demo $(if $(VERBOSE),--verbose)
 
 test:
 	$(PY) -m pytest -q
@@ -49,4 +49,4 @@ bench:
 	$(PY) bench/generation.py
 
 clean:
-	rm -rf runs data/prefcurate.duckdb data/snapshots .cache/tiny-model
+	rm -rf runs data/prefcurate.duckdb data/snapshots data/logs data/audit.html .cache/tiny-model

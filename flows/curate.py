@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "prefcurate")  # the core's progress lines in flow logs
 
@@ -71,8 +72,9 @@ def curate(config: str | RunContext, db: str, shard: tuple[int, int] | None = No
             if reason := stage.skip(ctx):
                 get_run_logger().info("%s: skipped, %s", stage.name, reason)
                 continue
+            began = time.perf_counter()
             stats = stage_task.with_options(name=stage.name)(stage.name, db, quote(ctx))
-            run.stats[stage.name] = stats.as_dict()
+            run.stats[stage.name] = {**stats.as_dict(), "seconds": round(time.perf_counter() - began, 1)}
             if stage.name == "prompts":  # the later stages work on this run's prompts only
                 ctx = ctx.scoped(stats.prompt_ids)
     return {"run_id": run.run_id, "stats": run.stats}

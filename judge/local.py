@@ -116,7 +116,7 @@ class LocalJudge:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
-    def _queries(self, task: JudgeTask) -> dict[str, list[int]]:
+    def queries(self, task: JudgeTask) -> dict[str, list[int]]:
         """The prompt of each forward-pass family: one per criterion, or one for a pair."""
         if task.pairwise:
             return {"pair": self._ids(pairwise_messages(self.rubric, task))}
@@ -137,7 +137,7 @@ class LocalJudge:
         prepared: list[dict[str, list[int]] | str] = []
         longest_suffix = max(len(s) for s in self.trie.sequences.values())
         for i, task in enumerate(tasks):
-            ids = self._queries(task)
+            ids = self.queries(task)
             longest = max(len(v) for v in ids.values()) + longest_suffix
             if longest > self.scorer.max_len:
                 prepared.append(f"judge input has {longest} tokens, over the judge model's context of "

@@ -46,12 +46,13 @@ def fenced(label: str, text: str) -> str:
 def pointwise_messages(rubric: Rubric, criterion: Criterion, task: JudgeTask) -> list[dict[str, str]]:
     """Chat messages asking a local model for one criterion's score, as a bare number.
 
-    Everything before the last line is the same for all criteria, so an engine with prefix
-    caching reads it once per candidate.
+    Only the last line, the criterion's name, differs between criteria (the system prompt describes
+    each), so an engine with prefix caching reads everything else once per candidate: the question
+    costs a few tokens per criterion.
     """
     user = context_block(task) + fenced("The assistant's response", task.responses[0]) + (
-        f"Score the response on `{criterion.name}` ({criterion.description}) from {rubric.scale.min} to "
-        f"{rubric.scale.max}. Answer with the number only."
+        f"Score the response on the criterion named below, from {rubric.scale.min} to {rubric.scale.max} as the "
+        f"rubric describes it. Answer with the number only.\nCriterion: {criterion.name}"
     )
     return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from typing import Annotated
 
@@ -16,6 +15,7 @@ import typer
 
 from prefcurate.display import console, print_counts, print_table
 from prefcurate.errors import PrefcurateError
+from prefcurate.logfile import internal_logs_to
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Curate consistency-audited DPO preference data: generate, judge, pair, snapshot, train.")
@@ -30,6 +30,8 @@ app.add_typer(train_app, name="train")
 
 Db = Annotated[str | None, typer.Option("--db", help="Store file (default: $PREFCURATE_DB, else data/prefcurate.duckdb).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the engines', Prefect's and the trainer's own log "
+                                       "lines here instead of in the log file under the store's folder.")]
 ConfigOption = Annotated[str | None, typer.Option(
     help="Run config YAML (default: the config recorded with the store's latest `prefcurate run`).")]
 
@@ -63,7 +65,7 @@ def _store_context(store, config: str | None, announce: bool = True):
 @app.command()
 @errors_to_exit
 def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. configs/demo.yaml.")], db: Db = None,
-        quiet: Quiet = False,
+        quiet: Quiet = False, verbose: Verbose = False,
         shard: Annotated[str | None, typer.Option(
             help="i/n: only the prompts whose id hashes to shard i of n, into a store of its own "
                  "(default data/prefcurate.shard-i-of-n.duckdb); `prefcurate merge` joins the shards.")] = None) -> None:
@@ -83,18 +85,21 @@ def run(config: Annotated[str, typer.Argument(help="Run config YAML, e.g. config
         path = resolve_db_path(db)
         if shard_of and db is None:
             path = path.with_name(f"{path.stem}.shard-{shard_of[0]}-of-{shard_of[1]}{path.suffix}")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bars say what matters
-        from prefcurate.flows.curate import curate
-        from prefcurate.generate.vllm_backend import shutdown_engines
+        log = None if verbose else path.parent / "logs" / f"run-{ctx.run_id}.log"
+        with internal_logs_to(log):
+            from prefcurate.flows.curate import curate
+            from prefcurate.generate.vllm_backend import shutdown_engines
 
-        try:
-            with api.serving():
-                result = curate(ctx, str(path))
-        finally:
-            shutdown_engines()
-    rows = [(stage, ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in s.items()))
+            try:
+                with api.serving():
+                    result = curate(ctx, str(path))
+            finally:
+                shutdown_engines()
+    rows = [(stage, s.pop("seconds"), ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in s.items()))
             for stage, s in result["stats"].items()]
-    print_table(f"Run {result['run_id']}", ["stage", "this run"], rows)
+    print_table(f"Run {result['run_id']}", ["stage", "seconds", "this run"], rows)
+    if log:
+        console.print(f"log: {log}  (vLLM's and Prefect's own lines; --verbose shows them here)", highlight=False)
     with open_store(path) as store:
         print_counts(store.counts())
 
@@ -283,14 +288,15 @@ def snapshot_export(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id
 @errors_to_exit
 def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to train on.")],
                   config: Annotated[str, typer.Option(help="Training config YAML.")] = "train/configs/dpo.yaml",
-                  db: Db = None) -> None:
+                  db: Db = None, verbose: Verbose = False) -> None:
     """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`."""
-    from prefcurate.store import open_store
+    from prefcurate.store import open_store, resolve_db_path
     from prefcurate.train.config import load_train_config
     from prefcurate.train.dpo import train_dpo
 
     cfg = load_train_config(config)
-    with open_store(db) as store:
+    log = None if verbose else resolve_db_path(db).parent / "logs" / f"train-{snapshot}.log"
+    with open_store(db) as store, internal_logs_to(log):
         result = train_dpo(store, snapshot, cfg)
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
                 [(k, v) for k, v in result.metrics.items() if k != "eval"])
@@ -298,6 +304,8 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
         print_table("Evaluation before and after training", ["metric", "before", "after"],
                     [(k, v.get("before"), v.get("after")) for k, v in result.metrics["eval"].items()])
     console.print(f"adapter: {result.adapter_dir}")
+    if log:
+        console.print(f"log: {log}  (the trainer's own lines; --verbose shows them here)", highlight=False)
 
 
 @app.command()

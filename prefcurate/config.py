@@ -50,6 +50,9 @@ class VLLMEngine(InProcessModel):
 
     enforce_eager: bool = Field(False, description="vLLM: skip graph capture (starts twice as fast on CPU).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory it may take.")
+    block_size: int | None = Field(None, ge=1, description="vLLM: KV-cache block in tokens; prefix caching reuses whole "
+                                   "blocks, so the judge's shared prompt prefixes want small ones (None: 32 on CPU, "
+                                   "vLLM's default on GPU).")
 
 
 class ServerCalls(_Section):
@@ -133,7 +136,7 @@ class LocalJudgeConfig(JudgeSettings, VLLMEngine):
 
     @model_validator(mode="after")
     def _engine_uses_every_field(self) -> LocalJudgeConfig:
-        only = {"transformers": ("enforce_eager", "gpu_memory_utilization"), "vllm": ("forward_batch",)}[self.engine]
+        only = {"transformers": ("enforce_eager", "gpu_memory_utilization", "block_size"), "vllm": ("forward_batch",)}[self.engine]
         if unused := self.changed(only):
             raise ValueError(f"judge.{unused[0]} is not used with judge.engine {self.engine}; remove it")
         return self

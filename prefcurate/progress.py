@@ -29,6 +29,8 @@ def track(total: int, description: str, show: bool) -> Iterator[_Tracker]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from prefcurate.display import console
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=False) as bar:
+                  transient=False, console=console) as bar:
         yield _Tracker(bar, bar.add_task(description, total=total), total, description)

@@ -60,7 +60,7 @@ def model_settings(tiny_model: Path) -> dict:
 def config_dict(tiny_model) -> dict:
     return {
         "name": "test",
-        "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 6},
+        "prompts": {"path": str(ROOT / "data" / "prompts" / "basics.jsonl"), "limit": 6},
         "generator": {"backend": "vllm", "n": 3, "max_tokens": 24, "temperature": 0.8, **model_settings(tiny_model)},
         "judge": {"backend": "local", "engine": "vllm", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
                   "mode": "hybrid", **model_settings(tiny_model)},

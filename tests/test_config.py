@@ -8,11 +8,20 @@ from prefcurate.config import Config, load_config
 from prefcurate.errors import ConfigError
 
 
-def test_demo_config_loads():
+def test_the_demo_runs_smollm2_on_the_prompts_copied_from_auto_j():
+    from prefcurate.inputs import load_prompts
+    from prefcurate.models import default_dir
+
     cfg = load_config("configs/demo.yaml")
     assert cfg.generator.backend == "vllm" and cfg.generator.n == 4
-    assert cfg.judge.rubric == "rubrics/helpfulness.yaml"
-    assert cfg.pairs.min_margin == 0.5
+    # One engine: the generator and the local judge name the model setup prepares, with the same settings.
+    assert cfg.generator.model == cfg.judge.model == str(default_dir("smollm2-135m-instruct"))
+    assert cfg.judge.backend == "local" and cfg.judge.rubric == "rubrics/helpfulness.yaml"
+    # Real prompts, read from the project's own copy (never ../shared at run time), with their source.
+    prompts = load_prompts(cfg.prompts.path, limit=cfg.prompts.limit).prompts
+    assert cfg.prompts.path.startswith("data/") and len(prompts) == cfg.prompts.limit
+    assert all(p.metadata["source"].startswith("Auto-J pairwise test set") for p in prompts)
+    assert len({p.metadata["scenario"] for p in prompts}) == 12
 
 
 def test_every_field_is_documented():

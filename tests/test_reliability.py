@@ -217,7 +217,7 @@ def curation_config(folder, tiny_model):
     # uninterrupted run would have made.
     config = folder / "c.yaml"
     config.write_text(yaml.safe_dump({
-        "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 12},
+        "prompts": {"path": str(ROOT / "data" / "prompts" / "basics.jsonl"), "limit": 12},
         "generator": {"backend": "transformers", "model": str(tiny_model), "n": 2, "max_tokens": 6, "dtype": "float32",
                       "chunk_size": 4},
         "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),

@@ -33,7 +33,7 @@ def shard_config(tmp_path, tiny_model):
     # on which other prompts share its process; the judge is the local Messages-API server.
     config = tmp_path / "shards.yaml"
     config.write_text(yaml.safe_dump({
-        "prompts": {"path": str(ROOT / "data" / "prompts" / "demo.jsonl"), "limit": 10},
+        "prompts": {"path": str(ROOT / "data" / "prompts" / "basics.jsonl"), "limit": 10},
         "generator": {"backend": "transformers", "model": str(tiny_model), "n": 2, "max_tokens": 12, "dtype": "float32"},
         "judge": {"backend": "anthropic", "model": "claude-sonnet-4-6", "rubric": str(ROOT / "rubrics" / "helpfulness.yaml"),
                   "mode": "hybrid"},

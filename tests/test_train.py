@@ -57,7 +57,8 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     assert metrics["base_weights"] == "float32"  # LoRA on CPU: the base as it is, in full precision
     # Before and after, on the test split: before training policy and reference are one model.
     ev = metrics["eval"]
-    assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2", "heldout_sft_nll"}
+    assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2", "opener_rate",
+                       "heldout_sft_nll"}
     assert ev["reward_margin"]["before"] == 0 and ev["reward_margin"]["after"] != 0
     # The forgetting check moved: the adapter changed what the model says to the held-out prompts.
     assert ev["heldout_sft_nll"]["before"] > 0 and ev["heldout_sft_nll"]["after"] != ev["heldout_sft_nll"]["before"]
@@ -81,7 +82,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     out = CliRunner().invoke(app, ["sql", "select * from v_lineage", "--json", "--db", str(pointwise_store)]).output
     lineage = json.loads(out.strip().splitlines()[0])
     assert lineage["train_run_id"] == run["train_run_id"] and lineage["snapshot_id"] == snapshot_id
-    assert json.loads(lineage["prompt_sources"]) == [str(ROOT / "data" / "prompts" / "demo.jsonl")]
+    assert json.loads(lineage["prompt_sources"]) == [str(ROOT / "data" / "prompts" / "basics.jsonl")]
     assert lineage["audit_forced"] is True and lineage["audit_passed"] is False and lineage["audit_id"]
     assert lineage["output_dir"].endswith(run["train_run_id"]) and lineage["git_commit"] == run["git_commit"]
 
@@ -141,6 +142,16 @@ def test_tampered_snapshot_is_refused(pointwise_store, snapshot_id, cli, tmp_pat
     finally:
         with open(test_file, "wb") as f:
             f.write(original)
+
+
+def test_the_opener_rate_counts_answers_that_open_with_a_configured_opener():
+    from prefcurate.audit.features import Phrases
+    from prefcurate.train.evaluate import opener_rate
+
+    answers = ["Certainly! Paris.", "**Great question!** It is Paris.", "Paris.", "Surely it is Paris."]
+    assert opener_rate(answers, Phrases()) == 0.5  # "Surely" is not "Sure"
+    assert opener_rate(answers, Phrases(["paris"])) == 0.25
+    assert opener_rate([], Phrases()) is None
 
 
 def test_sft_rows_teach_only_the_sft_term():

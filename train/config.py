@@ -36,6 +36,8 @@ class EvalSettings(BaseModel):
     samples_per_prompt: int = Field(2, ge=1, description="Answers sampled per test prompt.")
     max_prompts: int = Field(32, ge=1, description="Test prompts sampled from, at most.")
     max_new_tokens: int = Field(64, ge=1, description="Longest sampled answer, in tokens.")
+    openers: list[str] | None = Field(None, description="Phrases the opener rate counts at an answer's start "
+                                      "(None: the audit's default list, e.g. \"Certainly\", \"Great question\").")
     sft_path: str | None = Field(None, description="Held-out SFT examples (JSONL of messages) whose mean NLL before "
                                  "and after is the forgetting check; None: no check.")
 

@@ -102,8 +102,7 @@ class Evaluations:
         if self.test_ds is not None:
             prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
             result |= preference_metrics(self.trainer, self.test_ds) | sample_metrics(
-                self.trainer.model, self.tokenizer, prompts, e.temperature, e.samples_per_prompt, e.max_new_tokens,
-                self.cfg.seed)
+                self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
         if self.heldout:  # the forgetting check: NLL of held-out SFT answers
             result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
         for name, value in result.items():

@@ -3,13 +3,18 @@
 - preference accuracy and mean reward margin: TRL's implicit reward, beta * (log pi - log pi_ref),
   of the chosen response against the rejected one (before training policy and reference are the
   same model, so the margins are 0);
-- the mean length (tokens) and distinct-2 share of answers sampled at the serving temperature:
-  alignment tends to lengthen answers and narrow the distribution.
+- the mean length (tokens), distinct-2 share and opener rate of answers sampled at the serving
+  temperature: alignment tends to lengthen answers and narrow the distribution, and a judge that
+  likes "Certainly!" teaches the policy to open with it (the rate counts answers that begin with one
+  of the audit's openers, or of ``eval.openers``).
 """
 
 from __future__ import annotations
 
 import math
+
+from prefcurate.audit.features import Phrases, opener_of
+from prefcurate.train.config import EvalSettings
 
 
 def preference_metrics(trainer, dataset) -> dict:
@@ -24,9 +29,13 @@ def distinct_n(token_lists: list[list[int]], n: int = 2) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
-def sample_metrics(model, tokenizer, prompts: list[list[dict]], temperature: float, samples: int,
-                   max_new_tokens: int, seed: int) -> dict:
-    """Mean length and distinct-2 of answers sampled from ``model`` for ``prompts``."""
+def opener_rate(texts: list[str], phrases: Phrases) -> float | None:
+    """Share of ``texts`` that begin with one of the openers."""
+    return sum(opener_of(t, phrases) is not None for t in texts) / len(texts) if texts else None
+
+
+def sample_metrics(model, tokenizer, prompts: list[list[dict]], e: EvalSettings, seed: int) -> dict:
+    """Mean length, distinct-2 and opener rate of answers sampled from ``model`` for ``prompts``."""
     import torch
 
     answers: list[list[int]] = []
@@ -36,10 +45,13 @@ def sample_metrics(model, tokenizer, prompts: list[list[dict]], temperature: flo
         ids = {k: v.to(model.device) for k, v in ids.items()}
         torch.manual_seed(seed + i)
         with torch.no_grad():
-            out = model.generate(**ids, do_sample=temperature > 0, temperature=temperature or None,
-                                 max_new_tokens=max_new_tokens, num_return_sequences=samples,
+            out = model.generate(**ids, do_sample=e.temperature > 0, temperature=e.temperature or None,
+                                 max_new_tokens=e.max_new_tokens, num_return_sequences=e.samples_per_prompt,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         for row in out[:, ids["input_ids"].shape[1]:].tolist():
             answers.append(row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row)
     lengths = [len(a) for a in answers]
-    return {"sample_length": sum(lengths) / len(lengths) if lengths else math.nan, "distinct_2": distinct_n(answers)}
+    texts = [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
+    phrases = Phrases(e.openers) if e.openers is not None else Phrases()
+    return {"sample_length": sum(lengths) / len(lengths) if lengths else math.nan, "distinct_2": distinct_n(answers),
+            "opener_rate": opener_rate(texts, phrases)}

@@ -62,3 +62,31 @@ def evaluate_gates(metrics: dict, overrides: dict[str, GateThreshold] | None = N
         gates[name] = judge_gate(_get(metrics, path), ci, _get(metrics, n_path) or 0, (overrides or {}).get(name, default))
     statuses = [g["status"] for g in gates.values()]
     return gates, "failed" not in statuses, statuses.count("inconclusive")
+
+
+# What each gate's metric says, in words; `{v}` is its value.
+GATE_WORDS: dict[str, str] = {
+    "opener_injection_shift": "prepending an opener such as \"Certainly!\" moved a score by {v:+.2f} points on average",
+    "opener_injection_flip_rate": "an injected opener flipped {v:.0%} of the pairs' verdicts",
+    "padding_flip_rate": "content-free padding flipped {v:.0%} of the pairs' verdicts",
+    "p_chosen_longer": "the chosen response was the longer one in {v:.0%} of the pairs",
+    "null_response_score": "a content-free answer scored {v:.2f} on average",
+    "first_position_win_rate": "the response shown first won {v:.0%} of the pairwise verdicts",
+    "swap_consistency": "the verdict survived swapping the order in {v:.0%} of the pairs",
+}
+
+
+def gate_sentence(name: str, gate: dict) -> str:
+    """One line a person can read: the status, what was measured, and what the gate allows."""
+    t = gate["threshold"]
+    pct = "{v:.0%}" in GATE_WORDS.get(name, "")
+    show = (lambda x: f"{x:.0%}") if pct else (lambda x: f"{x:.2f}")
+    allowed = (f"between {show(t['min'])} and {show(t['max'])}" if t["min"] is not None and t["max"] is not None
+               else f"at least {show(t['min'])}" if t["min"] is not None else f"at most {show(t['max'])}")
+    if gate["value"] is None:
+        return f"{gate['status']:<12} {name}: nothing to measure (allowed: {allowed})"
+    said = GATE_WORDS.get(name, name + " was {v:.3g}").format(v=gate["value"])
+    lo, hi = gate["ci"]
+    more = f"; about {gate['n_needed']} would decide it" if gate.get("n_needed") else ""
+    return (f"{gate['status']:<12} {said} (95% interval {show(lo)} to {show(hi)}, n={gate['n']}; allowed: {allowed}"
+            f"{more})")
