@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import context, model_settings
 
 from prefcurate import generate
@@ -91,6 +92,25 @@ def test_import_candidates_bad_line(cli, tmp_path, db):
     with Store(db) as store:
         assert store.scalar("SELECT count(*) FROM candidates") == 0
 
+
+def test_imported_finish_reasons_let_the_audit_see_cut_off_answers(cli, tmp_path, db):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "Why is the sky blue?", "candidates": ["Rayleigh scattering.", "Sunlight is scat"],
+                             "generator": "my-model", "finish_reasons": ["stop", "length"]}) + "\n")
+    assert cli("import", "candidates", f, "--db", db).exit_code == 0
+    with Store(db) as store:
+        rows = store.query("SELECT text, finish_reason FROM candidates")
+        assert {r["text"]: r["finish_reason"] for r in rows} == {"Rayleigh scattering.": "stop", "Sunlight is scat": "length"}
+
+
+@pytest.mark.parametrize("reasons", [["stop"], ["stop", "eos"], "stop"])
+def test_finish_reasons_must_name_one_known_reason_per_candidate(cli, tmp_path, db, reasons):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "candidates": ["a", "b"], "finish_reasons": reasons}) + "\n")
+    result = cli("import", "candidates", f, "--db", db)
+    assert result.exit_code == 2
+    assert f"{f}:1: `finish_reasons` must give one of stop, length for each of the 2 candidates (or leave it out)" \
+        in result.stderr
 
 
 def test_a_prompt_longer_than_the_context_is_skipped_with_a_recorded_reason(tmp_path, tiny_model):

@@ -24,7 +24,8 @@ from prefcurate.store import Store
 from prefcurate.writer import BufferedWriter
 
 log = logging.getLogger("prefcurate")
-CANDIDATE_KEYS = {"prompt", "candidates", "generator"}
+CANDIDATE_KEYS = {"prompt", "candidates", "generator", "finish_reasons"}
+FINISH_REASONS = ("stop", "length")  # what an imported candidate may say of how it ended
 # Prompts that already have candidates from this generator with these sampling parameters.
 DONE_SQL = "SELECT DISTINCT prompt_id FROM candidates WHERE generator = ? AND CAST(params AS VARCHAR) = ?"
 
@@ -142,7 +143,9 @@ class ImportStats(StageStats):
 
 
 def import_candidates(store: Store, path: str, run_id: str | None = None) -> ImportStats:
-    """Store candidates made elsewhere: JSONL lines ``{"prompt", "candidates": [str], "generator"}``."""
+    """Store candidates made elsewhere: JSONL lines ``{"prompt", "candidates": [str], "generator"}``, and
+    optionally ``"finish_reasons"``: "stop" or "length" per candidate, so that the audit can flag answers
+    cut off at the token limit (without it a candidate's finish_reason is "imported")."""
     prompt_rows, candidate_rows = {}, []
     rows = read_jsonl(Path(path)) if Path(path).is_file() else None
     if rows is None:
@@ -154,7 +157,8 @@ def import_candidates(store: Store, path: str, run_id: str | None = None) -> Imp
             raise InputError(path, lineno, "each line must be a JSON object with `prompt` and `candidates`")
         unknown = set(obj) - CANDIDATE_KEYS
         if unknown:
-            raise InputError(path, lineno, f"unknown field(s) {sorted(unknown)}", "allowed: prompt, candidates, generator")
+            raise InputError(path, lineno, f"unknown field(s) {sorted(unknown)}",
+                             "allowed: prompt, candidates, generator, finish_reasons")
         if "prompt" not in obj:
             raise InputError(path, lineno, "missing `prompt` (a string or a list of messages)")
         messages = normalise_messages(obj["prompt"], path, lineno, "prompt")
@@ -164,6 +168,7 @@ def import_candidates(store: Store, path: str, run_id: str | None = None) -> Imp
         generator = obj.get("generator", "imported")
         if not isinstance(generator, str) or not generator:
             raise InputError(path, lineno, "`generator` must be a non-empty string")
+        finish = _finish_reasons(obj, len(texts), path, lineno)
         pid = prompt_id_for(messages)
         prompt_rows[pid] = {"prompt_id": pid, "messages": canonical_json(messages), "prompt_text": messages[-1]["content"],
                             "source": str(path), "source_id": None, "metadata": None, "run_id": run_id}
@@ -171,7 +176,7 @@ def import_candidates(store: Store, path: str, run_id: str | None = None) -> Imp
         for i, text in enumerate(texts):
             candidate_rows.append({
                 "candidate_id": content_id("candidate", pid, generator, text, i),
-                "prompt_id": pid, "sample_index": i, "text": text, "finish_reason": "imported",
+                "prompt_id": pid, "sample_index": i, "text": text, "finish_reason": finish[i],
                 "prompt_tokens": None, "completion_tokens": None, "latency_s": None,
                 "generator": generator, "params": params, "run_id": run_id,
             })
@@ -179,3 +184,13 @@ def import_candidates(store: Store, path: str, run_id: str | None = None) -> Imp
         stats = ImportStats(lines=len(rows), prompts_new=store.insert("prompts", list(prompt_rows.values())))
         stats.candidates_new = store.insert("candidates", candidate_rows)
     return stats
+
+
+def _finish_reasons(obj: dict, n: int, path: str, lineno: int) -> list[str]:
+    given = obj.get("finish_reasons")
+    if given is None:
+        return ["imported"] * n
+    if not isinstance(given, list) or len(given) != n or not all(r in FINISH_REASONS for r in given):
+        raise InputError(path, lineno, f"`finish_reasons` must give one of {', '.join(FINISH_REASONS)} for each of "
+                         f"the {n} candidates", "or leave it out")
+    return given
