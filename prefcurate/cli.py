@@ -289,7 +289,8 @@ def snapshot_export(snapshot_id: Annotated[str, typer.Argument(help="Snapshot id
 def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to train on.")],
                   config: Annotated[str, typer.Option(help="Training config YAML.")] = "train/configs/dpo.yaml",
                   db: Db = None, verbose: Verbose = False) -> None:
-    """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`."""
+    """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`. Exit code 3: the
+    policy drifted (its sampled length or opener rate rose beyond eval.max_length_drift / max_opener_drift)."""
     from prefcurate.store import open_store, resolve_db_path
     from prefcurate.train.config import load_train_config
     from prefcurate.train.dpo import train_dpo
@@ -298,14 +299,30 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
     log = None if verbose else resolve_db_path(db).parent / "logs" / f"train-{snapshot}.log"
     with open_store(db) as store, internal_logs_to(log):
         result = train_dpo(store, snapshot, cfg)
+    m = result.metrics
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
-                [(k, v) for k, v in result.metrics.items() if k != "eval"])
-    if result.metrics["eval"]:
-        print_table("Evaluation before and after training", ["metric", "before", "after"],
-                    [(k, v.get("before"), v.get("after")) for k, v in result.metrics["eval"].items()])
-    console.print(f"adapter: {result.adapter_dir}")
+                [(k, v) for k, v in m.items() if k not in ("eval", "drifted")])
+    if m["eval"]:
+        evaluations = list(dict.fromkeys(when for by in m["eval"].values() for when in by))
+        print_table("Evaluations (drift: from before, with its 95% interval over the test prompts)",
+                    ["metric", *evaluations], [(k, *(_value(v.get(when)) for when in evaluations))
+                                               for k, v in m["eval"].items()])
+    console.print(f"adapter: {result.adapter_dir}" + (f"  (the policy of the evaluation {m['kept']})"
+                                                      if m["status"] == "stopped" and m["kept"] else ""))
     if log:
         console.print(f"log: {log}  (the trainer's own lines; --verbose shows them here)", highlight=False)
+    if m["status"] == "stopped":
+        console.print(f"stopped at {m['stopped']}", highlight=False)
+    if m["status"] == "drifted":  # the run is kept and recorded; the exit code tells a script it drifted
+        typer.echo(f"drifted: {'; '.join(m['drifted'])}", err=True)
+        raise typer.Exit(3)
+
+
+def _value(v):
+    """A table cell: a number, or a drift as its estimate and interval."""
+    if isinstance(v, dict) and "estimate" in v:
+        return f"{v['estimate']:+.3g} [{v['ci'][0]:+.3g}, {v['ci'][1]:+.3g}]"
+    return v
 
 
 @app.command()

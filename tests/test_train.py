@@ -34,7 +34,8 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     cfg.write_text(yaml.safe_dump({"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
                                    "output_root": str(tmp_path / "runs"), "max_length": 256, "save_steps": 1,
                                    "eval": {"samples_per_prompt": 2, "max_prompts": 4, "max_new_tokens": 8,
-                                            "sft_path": str(ROOT / "data" / "sft" / "heldout.jsonl")},
+                                            "sft_path": str(ROOT / "data" / "sft" / "heldout.jsonl"),
+                                            "every_steps": 1},
                                    "sft_mix": {"path": str(ROOT / "data" / "sft" / "mix.jsonl"), "fraction": 0.5},
                                    "merge_weights": True}))
     env = os.environ | {"PREFCURATE_DB": str(pointwise_store)}
@@ -43,7 +44,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
         proc = subprocess.run(["make", "train-dpo", f"SNAPSHOT={snapshot_id}", f"CONFIG={cfg}", f"PY={sys.executable}"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "adapter: " in proc.stdout and "Evaluation before and after training" in proc.stdout
+        assert "adapter: " in proc.stdout and "Evaluations (drift: from before" in proc.stdout
         from prefcurate.store import Store
 
         with Store(pointwise_store) as store:
@@ -55,10 +56,15 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     metrics = json.loads(run["metrics"])
     assert run["status"] == "ok" and run["git_commit"] and metrics["steps"] == 2 and metrics["resumed_from"] is None
     assert metrics["base_weights"] == "float32"  # LoRA on CPU: the base as it is, in full precision
-    # Before and after, on the test split: before training policy and reference are one model.
+    # Before, after step 1 (eval.every_steps) and after, on the test split: before training policy and
+    # reference are one model; from the second evaluation on, the sampled metrics carry their drift.
     ev = metrics["eval"]
     assert set(ev) == {"preference_accuracy", "reward_margin", "sample_length", "distinct_2", "opener_rate",
-                       "heldout_sft_nll"}
+                       "heldout_sft_nll", "length_drift", "opener_drift"}
+    assert list(ev["heldout_sft_nll"]) == ["before", "step 1", "after"] and list(ev["length_drift"]) == ["step 1", "after"]
+    drift = ev["length_drift"]["after"]
+    assert drift["ci"][0] <= drift["estimate"] <= drift["ci"][1] and drift["prompts"] == min(4, metrics["test_pairs"])
+    assert metrics["status"] == "ok" and metrics["kept"] == "after" and metrics["stopped"] is None
     assert ev["reward_margin"]["before"] == 0 and ev["reward_margin"]["after"] != 0
     # The forgetting check moved: the adapter changed what the model says to the held-out prompts.
     assert ev["heldout_sft_nll"]["before"] > 0 and ev["heldout_sft_nll"]["after"] != ev["heldout_sft_nll"]["before"]
@@ -88,7 +94,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
 
     # Checkpoints were kept; with the last one gone, as if the run had died after step 1, a rerun resumes.
     out = tmp_path / "runs" / run["train_run_id"]
-    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2"}
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2"} and not (out / "kept").exists()
     shutil.rmtree(out / "checkpoint-2")
     again = json.loads(train()["metrics"])
     assert again["resumed_from"] == "checkpoint-1" and again["steps"] == 2
@@ -107,6 +113,34 @@ def test_a_rerun_after_a_snapshot_and_a_train_run_stores_no_second_audit(pointwi
     assert result.exit_code == 0, result.output
     with Store(pointwise_store) as store:
         assert store.scalar("SELECT [count(*), (SELECT count(*) FROM pair_flags)] FROM audits") == before
+
+
+def test_training_that_raises_the_held_out_nll_stops_at_the_first_evaluation(pointwise_store, snapshot_id, cli,
+                                                                             tmp_path):
+    """DPO lowers the likelihood of the rejected answers: held out as the forgetting check, their NLL rises
+    at once, and with a bound that small the run stops at its first evaluation."""
+    import pyarrow.parquet as pq
+
+    from prefcurate.store import Store
+
+    with Store(pointwise_store) as store:
+        folder = store.query("SELECT path FROM snapshots WHERE snapshot_id = ?", [snapshot_id])[0]["path"]
+    rows = pq.read_table(f"{folder}/train.parquet").to_pylist()
+    heldout = tmp_path / "rejected.jsonl"
+    heldout.write_text("".join(json.dumps({"messages": r["prompt"] + r["rejected"]}) + "\n" for r in rows))
+    cfg = tmp_path / "guarded.yaml"
+    cfg.write_text(yaml.safe_dump({"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 2e-2,
+                                   "output_root": str(tmp_path / "runs"), "max_length": 256, "sft_mix": {"path": None},
+                                   "eval": {"every_steps": 1, "max_nll_rise": 1e-4, "max_new_tokens": 4,
+                                            "max_prompts": 2, "sft_path": str(heldout)}}))
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 1: held-out NLL rose +" in result.output
+    with Store(pointwise_store) as store:
+        run = store.query("SELECT status, metrics FROM train_runs ORDER BY started_at DESC LIMIT 1")[0]
+    metrics = json.loads(run["metrics"])
+    assert run["status"] == "stopped" and metrics["steps"] == 1 and metrics["kept"] is None
+    assert list(metrics["eval"]["heldout_sft_nll"]) == ["before", "step 1"]
 
 
 def test_loss_type_auto_takes_the_audits_noise_estimate(pointwise_store, snapshot_id, cli, tmp_path):

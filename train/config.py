@@ -40,6 +40,17 @@ class EvalSettings(BaseModel):
                                       "(None: the audit's default list, e.g. \"Certainly\", \"Great question\").")
     sft_path: str | None = Field(None, description="Held-out SFT examples (JSONL of messages) whose mean NLL before "
                                  "and after is the forgetting check; None: no check.")
+    every_steps: int | None = Field(None, ge=1, description="Also evaluate every this many optimiser steps: the targeted "
+                                    "metrics and the held-out NLL side by side over training (None: before and after only).")
+    max_nll_rise: float | None = Field(0.2, gt=0, description="Guard: stop, status stopped, when the held-out NLL (nats "
+                                       "per token) rises more than this over the base's; the adapter of the last "
+                                       "evaluation within it is kept (None: no guard).")
+    max_length_drift: float | None = Field(0.25, gt=0, description="Guard: status drifted (exit code 3) when the mean "
+                                           "sampled length rose more than this share of the base's, its 95% interval "
+                                           "excluding zero (None: no guard).")
+    max_opener_drift: float | None = Field(0.1, gt=0, description="Guard: status drifted (exit code 3) when the opener "
+                                           "rate rose more than this (a share of answers), its 95% interval excluding "
+                                           "zero (None: no guard).")
 
 
 class SftMix(BaseModel):

@@ -5,8 +5,10 @@
 
 Reads the snapshot's files only (verified against their checksums first, and refused when its
 audit failed unless it was forced), never the live pair tables; evaluates the policy on the test
-split before and after (train/evaluate.py); checkpoints, and resumes when rerun with the same
-snapshot and config; records the run, its config and its metrics in ``train_runs``.
+split before, every ``eval.every_steps`` steps and after (train/evaluate.py), under the guards of
+train/guards.py (stopped: forgetting; drifted: the judge's bias learned); checkpoints, and resumes
+when rerun with the same snapshot and config; records the run, its status, config and metrics in
+``train_runs``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from prefcurate.ids import content_id
 from prefcurate.snapshot import Snapshot, get_snapshot, verify_snapshot
 from prefcurate.store import Store
 from prefcurate.train.config import TrainConfig
-from prefcurate.train.evaluate import preference_metrics, sample_metrics
+from prefcurate.train.evaluate import (
+    Answers,
+    answer_metrics,
+    drifts,
+    phrases_of,
+    preference_metrics,
+    sample_answers,
+)
 from prefcurate.train.sft import mix_rows, read_sft, sft_nll
 
 log = logging.getLogger("prefcurate")
@@ -89,24 +98,39 @@ def quantization_config(on_gpu: bool):
 
 
 class Evaluations:
-    """The evaluations of ``cfg.eval`` on the test split, each taken before and after training."""
+    """The evaluations of ``cfg.eval`` on the test split and the held-out SFT answers: before training,
+    every ``eval.every_steps`` steps and after, each kept under its name ("before", "step 10", "after").
+    From the second on, the sampled length and opener rate also carry their drift from before, with a
+    95% interval over the test prompts."""
 
     def __init__(self, cfg: TrainConfig, trainer, tokenizer, test_ds, heldout: list | None):
         self.cfg, self.trainer, self.tokenizer, self.test_ds, self.heldout = cfg, trainer, tokenizer, test_ds, heldout
-        self.results: dict[str, dict] = {}
+        self.results: dict[str, dict] = {}  # metric -> {evaluation: value}
+        self.base: dict = {}  # the evaluation before training
+        self.before: Answers | None = None  # the answers sampled before training
 
-    def run(self, when: str) -> None:
+    def run(self, when: str) -> dict:
         e, result = self.cfg.eval, {}
         if not e.enabled:
-            return
+            return result
         if self.test_ds is not None:
             prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
-            result |= preference_metrics(self.trainer, self.test_ds) | sample_metrics(
-                self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
+            answers = sample_answers(self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
+            result |= preference_metrics(self.trainer, self.test_ds) | answer_metrics(answers, phrases_of(e))
+            if self.before is None:
+                self.before = answers
+            else:
+                result |= drifts(self.before, answers, phrases_of(e), self.cfg.seed)
         if self.heldout:  # the forgetting check: NLL of held-out SFT answers
             result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
         for name, value in result.items():
             self.results.setdefault(name, {})[when] = value
+        self.base = self.base or result
+        return result
+
+    def at(self, when: str) -> dict:
+        """Every metric of one evaluation."""
+        return {name: by[when] for name, by in self.results.items() if when in by}
 
 
 @dataclass
@@ -151,8 +175,8 @@ def plan(store: Store, snapshot_id: str, cfg: TrainConfig) -> Plan:
 
 @contextmanager
 def recorded_train_run(store: Store, p: Plan) -> Iterator[dict]:
-    """A ``train_runs`` row, running for the block, then ok with the metrics put in the yielded dict, or
-    failed with the error, whatever the exception."""
+    """A ``train_runs`` row, running for the block, then ok (or the guards' ``status`` in the yielded dict:
+    stopped, drifted) with the metrics put in that dict, or failed with the error, whatever the exception."""
     store.execute("DELETE FROM train_runs WHERE train_run_id = ?", [p.train_run_id])  # a rerun resumes the run
     store.insert("train_runs", [{
         "train_run_id": p.train_run_id, "snapshot_id": p.snapshot.snapshot_id, "config": p.cfg.model_dump(),
@@ -166,7 +190,7 @@ def recorded_train_run(store: Store, p: Plan) -> Iterator[dict]:
     except BaseException as e:
         store.execute(finish, ["failed", _now(), json.dumps({"error": f"{type(e).__name__}: {e}"}), p.train_run_id])
         raise
-    store.execute(finish, ["ok", _now(), json.dumps(metrics), p.train_run_id])
+    store.execute(finish, [metrics.get("status", "ok"), _now(), json.dumps(metrics), p.train_run_id])
 
 
 def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
@@ -178,9 +202,12 @@ def train_dpo(store: Store, snapshot_id: str, cfg: TrainConfig) -> TrainResult:
 
 
 def train(p: Plan, metrics: dict) -> Path:
-    """Train, evaluating before and after; save the adapter (and merged weights); fill ``metrics``."""
+    """Train, evaluating before, every ``eval.every_steps`` steps and after under the guards; save the
+    kept adapter (and merged weights); fill ``metrics``."""
     from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer
+
+    from prefcurate.train.guards import Guard
 
     train_ds, test_ds, n_pairs, n_sft = datasets(p)
     tokenizer, model, base_weights = load_policy(p)
@@ -188,20 +215,21 @@ def train(p: Plan, metrics: dict) -> Path:
                          processing_class=tokenizer, peft_config=lora_config(p.cfg))
     evaluations = Evaluations(p.cfg, trainer, tokenizer, test_ds, p.heldout)
     evaluations.run("before")
+    guard = Guard(evaluations, p.out / "kept")
+    trainer.add_callback(guard)
     # A rerun of the same snapshot and config has the same id and output folder: it resumes.
     resume = get_last_checkpoint(str(p.out)) if p.out.is_dir() else None
     if resume:
         log.info("train: resuming %s from %s", p.train_run_id, resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    evaluations.run("after")
-    adapter_dir = p.out / ("adapter" if p.cfg.lora.enabled else "model")
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
-    if p.cfg.merge_weights and p.cfg.lora.enabled:
-        trainer.model.merge_and_unload().save_pretrained(str(p.out / "merged"))
-        tokenizer.save_pretrained(str(p.out / "merged"))
+    if p.cfg.eval.enabled and not guard.stopped:
+        guard.check("after", final=True)
+    guard.restore_kept(trainer.model)
+    adapter_dir = save(p, trainer, tokenizer)
+    guard.clean_up()
     final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
     metrics.update({
+        **guard.verdict(),
         "train_loss": result.training_loss, "steps": trainer.state.global_step, "train_pairs": n_pairs,
         "train_sft_examples": n_sft, "test_pairs": p.snapshot.n_test, "loss_type": p.loss_type,
         "base_weights": base_weights, "label_smoothing": p.label_smoothing,
@@ -209,6 +237,17 @@ def train(p: Plan, metrics: dict) -> Path:
         "final_rewards_margin": final.get("rewards/margins"), "resumed_from": Path(resume).name if resume else None,
         "eval": evaluations.results,
     })
+    return adapter_dir
+
+
+def save(p: Plan, trainer, tokenizer) -> Path:
+    """The policy's adapter (or weights), and the adapter merged into the base when asked."""
+    adapter_dir = p.out / ("adapter" if p.cfg.lora.enabled else "model")
+    trainer.save_model(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    if p.cfg.merge_weights and p.cfg.lora.enabled:
+        trainer.model.merge_and_unload().save_pretrained(str(p.out / "merged"))
+        tokenizer.save_pretrained(str(p.out / "merged"))
     return adapter_dir
 
 

@@ -1,4 +1,4 @@
-"""Evaluations of a policy before and after DPO, on the snapshot's test split:
+"""Evaluations of a policy before and after DPO:
 
 - preference accuracy and mean reward margin: TRL's implicit reward, beta * (log pi - log pi_ref),
   of the chosen response against the rejected one (before training policy and reference are the
@@ -6,15 +6,37 @@
 - the mean length (tokens), distinct-2 share and opener rate of answers sampled at the serving
   temperature: alignment tends to lengthen answers and narrow the distribution, and a judge that
   likes "Certainly!" teaches the policy to open with it (the rate counts answers that begin with one
-  of the audit's openers, or of ``eval.openers``).
+  of the audit's openers, or of ``eval.openers``);
+- the drift of a sampled metric between two policies on the same prompts, with a 95% interval from a
+  bootstrap over prompts (the answers to one prompt are correlated, so a prompt is the unit resampled).
+
+Answers are sampled by transformers' ``generate`` (``sample_answers``) or by a vLLM engine
+(``vllm_answers``: much faster on the same hardware).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 from prefcurate.audit.features import Phrases, opener_of
 from prefcurate.train.config import EvalSettings
+
+BOOTSTRAP = 2000  # resamples of the drift intervals
+
+
+@dataclass
+class Answers:
+    """Sampled answers grouped by prompt: ``tokens[i]`` and ``texts[i]`` are the answers to prompt i."""
+
+    tokens: list[list[list[int]]]
+    texts: list[list[str]]
+
+    def per_prompt(self, measure: Callable[[list[int], str], float]) -> list[list[float]]:
+        return [[measure(t, s) for t, s in zip(ts, ss)] for ts, ss in zip(self.tokens, self.texts)]
 
 
 def preference_metrics(trainer, dataset) -> dict:
@@ -34,11 +56,15 @@ def opener_rate(texts: list[str], phrases: Phrases) -> float | None:
     return sum(opener_of(t, phrases) is not None for t in texts) / len(texts) if texts else None
 
 
-def sample_metrics(model, tokenizer, prompts: list[list[dict]], e: EvalSettings, seed: int) -> dict:
-    """Mean length, distinct-2 and opener rate of answers sampled from ``model`` for ``prompts``."""
+def phrases_of(e: EvalSettings) -> Phrases:
+    return Phrases(e.openers) if e.openers is not None else Phrases()
+
+
+def sample_answers(model, tokenizer, prompts: list[list[dict]], e: EvalSettings, seed: int) -> Answers:
+    """``e.samples_per_prompt`` answers to each prompt, sampled by transformers."""
     import torch
 
-    answers: list[list[int]] = []
+    tokens, texts = [], []
     model.eval()
     for i, messages in enumerate(prompts):
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -48,10 +74,66 @@ def sample_metrics(model, tokenizer, prompts: list[list[dict]], e: EvalSettings,
             out = model.generate(**ids, do_sample=e.temperature > 0, temperature=e.temperature or None,
                                  max_new_tokens=e.max_new_tokens, num_return_sequences=e.samples_per_prompt,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        for row in out[:, ids["input_ids"].shape[1]:].tolist():
-            answers.append(row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row)
-    lengths = [len(a) for a in answers]
-    texts = [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
-    phrases = Phrases(e.openers) if e.openers is not None else Phrases()
-    return {"sample_length": sum(lengths) / len(lengths) if lengths else math.nan, "distinct_2": distinct_n(answers),
-            "opener_rate": opener_rate(texts, phrases)}
+        rows = [row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+                for row in out[:, ids["input_ids"].shape[1]:].tolist()]
+        tokens.append(rows)
+        texts.append([tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows])
+    return Answers(tokens, texts)
+
+
+def vllm_answers(llm, prompts: list[list[dict]], e: EvalSettings, seed: int) -> Answers:
+    """The same sampling by a ``vllm.LLM``; each prompt has its own seed, so two policies see the same
+    random streams."""
+    from vllm import SamplingParams
+
+    params = [SamplingParams(n=e.samples_per_prompt, temperature=e.temperature, max_tokens=e.max_new_tokens,
+                             seed=seed + i) for i in range(len(prompts))]
+    outs = llm.chat(prompts, params, use_tqdm=False)
+    return Answers([[list(o.token_ids) for o in r.outputs] for r in outs],
+                   [[o.text.strip() for o in r.outputs] for r in outs])
+
+
+def answer_metrics(a: Answers, phrases: Phrases) -> dict:
+    """Mean length in tokens, distinct-2 and opener rate of the answers."""
+    tokens = [t for ts in a.tokens for t in ts]
+    return {"sample_length": sum(map(len, tokens)) / len(tokens) if tokens else math.nan,
+            "distinct_2": distinct_n(tokens), "opener_rate": opener_rate([s for ss in a.texts for s in ss], phrases)}
+
+
+def length_of(tokens: list[int], text: str) -> float:
+    return float(len(tokens))
+
+
+def opens_with(phrases: Phrases) -> Callable[[list[int], str], float]:
+    return lambda tokens, text: float(opener_of(text, phrases) is not None)
+
+
+def drifts(before: Answers, after: Answers, phrases: Phrases, seed: int = 0) -> dict:
+    """The drift of the sampled length (tokens) and opener rate from ``before`` to ``after``."""
+    return {"length_drift": drift(before.per_prompt(length_of), after.per_prompt(length_of), seed),
+            "opener_drift": drift(before.per_prompt(opens_with(phrases)), after.per_prompt(opens_with(phrases)), seed)}
+
+
+def clustered_mean(values: list[list[float]], seed: int = 0) -> dict:
+    """The mean of per-answer values grouped by prompt, with a 95% interval resampling prompts."""
+    return drift([[] for _ in values], values, seed)
+
+
+def drift(before: list[list[float]], after: list[list[float]], seed: int = 0) -> dict:
+    """How much a per-answer value moved between two policies answering the same prompts: the mean
+    after minus the mean before, with a percentile 95% interval from resampling prompts (both
+    policies' answers to a resampled prompt go together). An empty ``before`` counts as 0."""
+    if len(before) != len(after) or not after:
+        raise ValueError("drift needs the same prompts, at least one, before and after")
+    b = np.array([(sum(v), len(v)) for v in before], dtype=float)
+    a = np.array([(sum(v), len(v)) for v in after], dtype=float)
+
+    def estimate(idx: np.ndarray) -> float:
+        mean_b = b[idx, 0].sum() / b[idx, 1].sum() if b[idx, 1].sum() else 0.0
+        return a[idx, 0].sum() / a[idx, 1].sum() - mean_b
+
+    rng = np.random.default_rng(seed)
+    n = len(after)
+    stats = [estimate(rng.integers(0, n, size=n)) for _ in range(BOOTSTRAP)]
+    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
+    return {"estimate": float(estimate(np.arange(n))), "ci": [float(lo), float(hi)], "prompts": n}

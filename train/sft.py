@@ -45,25 +45,34 @@ def mix_rows(examples: list[list[dict[str, str]]], n_pairs: int, fraction: float
     return [{"prompt": m[:-1], "chosen": [m[-1]], "rejected": [m[-1]]} for m in picked]
 
 
-def sft_nll(model, tokenizer, examples: list[list[dict[str, str]]]) -> float:
-    """Mean negative log-likelihood per answer token of the examples' assistant answers."""
+def answer_logps(model, tokenizer, examples: list[list[dict[str, str]]],
+                 max_answer_tokens: int | None = None) -> list[tuple[float, int]]:
+    """For each conversation, the log-probability of its last (assistant) message given the ones before,
+    and that answer's token count; ``max_answer_tokens`` cuts long answers (their first tokens count)."""
     import torch
 
-    total, tokens = 0.0, 0
+    out = []
     model.eval()
     for messages in examples:
-        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
-        full = tokenizer.apply_chat_template(messages, tokenize=True)
-        prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
-        full = full["input_ids"] if hasattr(full, "keys") else full
-        ids = torch.tensor([full], device=model.device)
-        labels = ids.clone()
-        labels[0, : len(prompt)] = -100
-        n = int((labels != -100).sum()) - 1  # the first label has no prediction (shifted)
-        if n <= 0:
+        prompt = _ids(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True))
+        answer = _ids(tokenizer.apply_chat_template(messages, tokenize=True))[len(prompt):][:max_answer_tokens]
+        if not answer:
+            out.append((0.0, 0))
             continue
+        ids = torch.tensor([prompt + answer], device=model.device)
         with torch.no_grad():
-            loss = model(input_ids=ids, labels=labels).loss
-        total += float(loss) * n
-        tokens += n
-    return total / tokens if tokens else math.nan
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[0, len(prompt):, None]).sum()
+        out.append((float(logp), len(answer)))
+    return out
+
+
+def _ids(encoded) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def sft_nll(model, tokenizer, examples: list[list[dict[str, str]]]) -> float:
+    """Mean negative log-likelihood per answer token of the examples' assistant answers."""
+    logps = answer_logps(model, tokenizer, examples)
+    tokens = sum(n for _, n in logps)
+    return -sum(lp for lp, _ in logps) / tokens if tokens else math.nan
