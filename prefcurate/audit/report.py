@@ -96,13 +96,21 @@ W, H, PAD = 560, 260, 44
 
 
 def _frame(title: str, body: str, x_label: str, y_label: str) -> str:
-    return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
-            f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}">'
-            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#444"/>'
+    return f'<figure><figcaption>{html.escape(title)}</figcaption>{svg(body, x_label, y_label)}</figure>'
+
+
+def svg(body: str, x_label: str, y_label: str, title: str | None = None) -> str:
+    """A plot's axes around ``body``; with ``title``, a file of its own (the README's figures)."""
+    own = "" if title is None else (
+        f'<rect width="{W}" height="{H}" fill="white"/>'
+        f'<text x="{W / 2}" y="14" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>')
+    font = "" if title is None else ' font-family="sans-serif" font-size="12"'
+    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}"{font}>'
+            f'{own}<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#444"/>'
             f'<line x1="{PAD}" y1="10" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>'
             f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle">{html.escape(x_label)}</text>'
             f'<text x="12" y="{H / 2}" text-anchor="middle" transform="rotate(-90 12 {H / 2})">{html.escape(y_label)}</text>'
-            f'{body}</svg></figure>')
+            f'{body}</svg>')
 
 
 def _scale(lo: float, hi: float, a: float, b: float):
@@ -111,8 +119,9 @@ def _scale(lo: float, hi: float, a: float, b: float):
 
 
 def bars(title: str, labels: list[str], values: list[float], y_label: str,
-         cis: list[list[float] | None] | None = None) -> str:
-    """A bar chart (negative values hang below zero), with 95% interval whiskers when given."""
+         cis: list[list[float] | None] | None = None, standalone: bool = False) -> str:
+    """A bar chart (negative values hang below zero), with 95% interval whiskers when given; ``standalone``:
+    an SVG file of its own instead of an HTML figure."""
     if not values:
         return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">nothing to plot</text>', "", y_label)
     whiskers = [x for ci in (cis or []) if ci for x in ci]
@@ -133,7 +142,7 @@ def bars(title: str, labels: list[str], values: list[float], y_label: str,
                         f'{html.escape(label)}</text>')
     body.append(f'<text x="{PAD - 4}" y="{y(hi) + 4:.1f}" text-anchor="end" font-size="10">{hi:.3g}</text>'
                 f'<text x="{PAD - 4}" y="{y(lo) + 4:.1f}" text-anchor="end" font-size="10">{lo:.3g}</text>')
-    return _frame(title, "".join(body), "", y_label)
+    return svg("".join(body), "", y_label, title) if standalone else _frame(title, "".join(body), "", y_label)
 
 
 def scatter(title: str, points: list[tuple[float, float]], x_label: str, y_label: str) -> str:
