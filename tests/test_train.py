@@ -143,6 +143,38 @@ def test_training_that_raises_the_held_out_nll_stops_at_the_first_evaluation(poi
     assert list(metrics["eval"]["heldout_sft_nll"]) == ["before", "step 1"]
 
 
+def test_evaluations_can_sample_through_vllm_serving_the_adapter(pointwise_store, snapshot_id, cli, tmp_path):
+    """eval.engine vllm: the answers of each evaluation come from a vLLM engine given the adapter as it is
+    then (the base model before training), instead of transformers' generate."""
+    cfg = tmp_path / "vllm-eval.yaml"
+    cfg.write_text(yaml.safe_dump({"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
+                                   "output_root": str(tmp_path / "runs"), "max_length": 256, "sft_mix": {"path": None},
+                                   "eval": {"engine": "vllm", "every_steps": 1, "max_new_tokens": 8, "max_prompts": 2,
+                                            "samples_per_prompt": 2, "sft_path": None}}))
+    from prefcurate.store import Store
+    from prefcurate.train.evaluate import LORA_IDS
+
+    first = next(LORA_IDS)
+    result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
+    assert result.exit_code == 0, result.output
+    assert next(LORA_IDS) == first + 3  # two adapters went to vLLM: after step 1, and after training
+    with Store(pointwise_store) as store:
+        run = store.query("SELECT output_dir, metrics FROM train_runs ORDER BY started_at DESC LIMIT 1")[0]
+    ev = json.loads(run["metrics"])["eval"]
+    assert list(ev["sample_length"]) == ["before", "step 1", "after"]
+    assert all(0 < v <= 8 for v in ev["sample_length"].values()) and "after" in ev["opener_drift"]
+    assert not os.path.exists(os.path.join(run["output_dir"], "evaluated"))  # the adapters it was given are gone
+
+
+def test_vllm_evaluation_needs_a_lora_policy():
+    from pydantic import ValidationError
+
+    from prefcurate.train.config import TrainConfig
+
+    with pytest.raises(ValidationError, match="eval.engine vllm samples through the policy's LoRA adapter"):
+        TrainConfig(lora={"enabled": False}, eval={"engine": "vllm"})
+
+
 def test_loss_type_auto_takes_the_audits_noise_estimate(pointwise_store, snapshot_id, cli, tmp_path):
     from prefcurate.train.config import TrainConfig
     from prefcurate.train.dpo import resolve_loss

@@ -36,6 +36,9 @@ class EvalSettings(BaseModel):
     samples_per_prompt: int = Field(2, ge=1, description="Answers sampled per test prompt.")
     max_prompts: int = Field(32, ge=1, description="Test prompts sampled from, at most.")
     max_new_tokens: int = Field(64, ge=1, description="Longest sampled answer, in tokens.")
+    engine: Literal["transformers", "vllm"] = Field("transformers", description="What samples the answers: "
+                                                    "transformers' generate, or a vLLM engine serving each "
+                                                    "evaluation's LoRA adapter (about 4x faster on CPU; needs LoRA).")
     openers: list[str] | None = Field(None, description="Phrases the opener rate counts at an answer's start "
                                       "(None: the audit's default list, e.g. \"Certainly\", \"Great question\").")
     sft_path: str | None = Field(None, description="Held-out SFT examples (JSONL of messages) whose mean NLL before "
@@ -88,6 +91,13 @@ class TrainConfig(BaseModel):
                             "snapshot and config resumes from the last one.")
     eval: EvalSettings = Field(default_factory=lambda: EvalSettings(), description="Evaluations before and after training.")
 
+
+    @model_validator(mode="after")
+    def _vllm_evaluation_needs_lora(self) -> TrainConfig:
+        if self.eval.engine == "vllm" and (not self.lora.enabled or self.lora.qlora):
+            raise ValueError("eval.engine vllm samples through the policy's LoRA adapter: it needs lora.enabled "
+                             "and not lora.qlora; use eval.engine transformers")
+        return self
 
     @model_validator(mode="after")
     def _merge_needs_full_precision(self) -> TrainConfig:

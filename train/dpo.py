@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from prefcurate.train.evaluate import (
     phrases_of,
     preference_metrics,
     sample_answers,
+    vllm_answers,
 )
 from prefcurate.train.sft import mix_rows, read_sft, sft_nll
 
@@ -103,11 +105,31 @@ class Evaluations:
     From the second on, the sampled length and opener rate also carry their drift from before, with a
     95% interval over the test prompts."""
 
-    def __init__(self, cfg: TrainConfig, trainer, tokenizer, test_ds, heldout: list | None):
-        self.cfg, self.trainer, self.tokenizer, self.test_ds, self.heldout = cfg, trainer, tokenizer, test_ds, heldout
+    def __init__(self, p: Plan, trainer, tokenizer, test_ds):
+        self.p, self.cfg, self.trainer, self.tokenizer, self.test_ds = p, p.cfg, trainer, tokenizer, test_ds
+        self.heldout = p.heldout
         self.results: dict[str, dict] = {}  # metric -> {evaluation: value}
         self.base: dict = {}  # the evaluation before training
         self.before: Answers | None = None  # the answers sampled before training
+
+    def sample(self, prompts: list, when: str) -> Answers:
+        """The policy's answers, by transformers or (``eval.engine: vllm``) by a vLLM engine given the adapter
+        as it is now (before training, the base model)."""
+        e = self.cfg.eval
+        if e.engine == "transformers":
+            return sample_answers(self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
+        from prefcurate.config import VLLMEngine
+        from prefcurate.generate.vllm_backend import get_llm
+
+        adapter = None
+        if self.before is not None:
+            adapter = self.p.out / "evaluated" / when.replace(" ", "-")
+            self.trainer.save_model(str(adapter))
+        engine = VLLMEngine(model=self.p.model_path, dtype="auto" if self.p.on_gpu else "float32",
+                            max_model_len=self.cfg.max_length + e.max_new_tokens, enforce_eager=not self.p.on_gpu)
+        rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= self.cfg.lora.r)  # the ranks vLLM serves
+        return vllm_answers(get_llm(engine, max_lora_rank=rank), prompts, e, self.cfg.seed,
+                            str(adapter) if adapter else None)
 
     def run(self, when: str) -> dict:
         e, result = self.cfg.eval, {}
@@ -115,7 +137,7 @@ class Evaluations:
             return result
         if self.test_ds is not None:
             prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
-            answers = sample_answers(self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
+            answers = self.sample(prompts, when)
             result |= preference_metrics(self.trainer, self.test_ds) | answer_metrics(answers, phrases_of(e))
             if self.before is None:
                 self.before = answers
@@ -213,7 +235,7 @@ def train(p: Plan, metrics: dict) -> Path:
     tokenizer, model, base_weights = load_policy(p)
     trainer = DPOTrainer(model=model, args=dpo_args(p, n_sft), train_dataset=train_ds,
                          processing_class=tokenizer, peft_config=lora_config(p.cfg))
-    evaluations = Evaluations(p.cfg, trainer, tokenizer, test_ds, p.heldout)
+    evaluations = Evaluations(p, trainer, tokenizer, test_ds)
     evaluations.run("before")
     guard = Guard(evaluations, p.out / "kept")
     trainer.add_callback(guard)
@@ -227,6 +249,11 @@ def train(p: Plan, metrics: dict) -> Path:
     guard.restore_kept(trainer.model)
     adapter_dir = save(p, trainer, tokenizer)
     guard.clean_up()
+    if p.cfg.eval.engine == "vllm":
+        from prefcurate.generate.vllm_backend import shutdown_engines
+
+        shutil.rmtree(p.out / "evaluated", ignore_errors=True)
+        shutdown_engines()
     final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
     metrics.update({
         **guard.verdict(),

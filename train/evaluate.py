@@ -10,12 +10,14 @@
 - the drift of a sampled metric between two policies on the same prompts, with a 95% interval from a
   bootstrap over prompts (the answers to one prompt are correlated, so a prompt is the unit resampled).
 
-Answers are sampled by transformers' ``generate`` (``sample_answers``) or by a vLLM engine
-(``vllm_answers``: much faster on the same hardware).
+Answers are sampled by transformers' ``generate`` (``sample_answers``) or by a vLLM engine, with a
+LoRA adapter when given (``vllm_answers``: SmolLM2 with an adapter on 2 cores, 77 tokens/s against
+generate's 18).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,14 +83,22 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], e: EvalSettings,
     return Answers(tokens, texts)
 
 
-def vllm_answers(llm, prompts: list[list[dict]], e: EvalSettings, seed: int) -> Answers:
-    """The same sampling by a ``vllm.LLM``; each prompt has its own seed, so two policies see the same
-    random streams."""
+LORA_IDS = itertools.count(1)  # vLLM caches an adapter by its id: every adapter saved gets a new one
+
+
+def vllm_answers(llm, prompts: list[list[dict]], e: EvalSettings, seed: int, adapter: str | None = None) -> Answers:
+    """The same sampling by a ``vllm.LLM`` (started with ``max_lora_rank`` when ``adapter`` is a LoRA
+    folder); each prompt has its own seed, so two policies see the same random streams."""
     from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
 
     params = [SamplingParams(n=e.samples_per_prompt, temperature=e.temperature, max_tokens=e.max_new_tokens,
                              seed=seed + i) for i in range(len(prompts))]
-    outs = llm.chat(prompts, params, use_tqdm=False)
+    lora = None
+    if adapter:
+        lora_id = next(LORA_IDS)
+        lora = LoRARequest(f"eval-{lora_id}", lora_id, adapter)
+    outs = llm.chat(prompts, params, use_tqdm=False, lora_request=lora)
     return Answers([[list(o.token_ids) for o in r.outputs] for r in outs],
                    [[o.text.strip() for o in r.outputs] for r in outs])
 

@@ -14,14 +14,15 @@ from prefcurate.generate.base import GenRequest, GenResult, Sample, context_leng
 _ENGINES: dict[tuple, object] = {}
 
 
-def _engine_key(cfg: VLLMEngine) -> tuple:
+def _engine_key(cfg: VLLMEngine, max_lora_rank: int | None) -> tuple:
     return (os.path.abspath(cfg.model) if os.path.exists(cfg.model) else cfg.model,
-            cfg.dtype, cfg.max_model_len, cfg.enforce_eager, cfg.gpu_memory_utilization, cfg.block_size)
+            cfg.dtype, cfg.max_model_len, cfg.enforce_eager, cfg.gpu_memory_utilization, cfg.block_size, max_lora_rank)
 
 
-def get_llm(cfg: VLLMEngine):
-    """The shared ``vllm.LLM`` for these settings, started on first use."""
-    key = _engine_key(cfg)
+def get_llm(cfg: VLLMEngine, max_lora_rank: int | None = None):
+    """The shared ``vllm.LLM`` for these settings, started on first use; ``max_lora_rank``: one that also
+    serves LoRA adapters up to that rank, one at a time (a request names its adapter)."""
+    key = _engine_key(cfg, max_lora_rank)
     if key not in _ENGINES:
         # The CPU build needs a KV-cache size; 1 GiB is enough for small models and fits CI.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -42,6 +43,7 @@ def get_llm(cfg: VLLMEngine):
             seed=0,
             **_block_size(cfg),
             **_cpu_workarounds(cfg),
+            **({"enable_lora": True, "max_loras": 1, "max_lora_rank": max_lora_rank} if max_lora_rank else {}),
         )
     return _ENGINES[key]
 
