@@ -235,19 +235,14 @@ def curate_arm(s: Settings, name: str, folder: Path, candidates: Path, opener_pe
 
 
 def pair_shape(parquet: Path) -> dict:
-    """What the arm trains on: how often the chosen answer is the longer one, and opens with an opener."""
-    import pyarrow.parquet as pq
+    """What the arm trains on, measured as `prefcurate audit-dataset` measures any preference dataset: how
+    often the chosen answer is the longer one, and how often each side opens with an opener."""
+    from prefcurate.audit.dataset import Columns, dataset_audit
 
-    from prefcurate.audit.features import Phrases, opener_of
-
-    rows = pq.read_table(parquet).to_pylist()
-    chosen, rejected = [r["chosen"][-1]["content"] for r in rows], [r["rejected"][-1]["content"] for r in rows]
-    unequal = [(len(c), len(r)) for c, r in zip(chosen, rejected) if len(c) != len(r)]
-    return {"p_chosen_longer": sum(c > r for c, r in unequal) / len(unequal) if unequal else None,
-            "chosen_opener_rate": sum(opener_of(c, Phrases()) is not None for c in chosen) / len(rows) if rows else None,
-            "rejected_opener_rate": sum(opener_of(r, Phrases()) is not None for r in rejected) / len(rows) if rows else None,
-            "chosen_chars": sum(map(len, chosen)) / len(rows) if rows else None,
-            "rejected_chars": sum(map(len, rejected)) / len(rows) if rows else None}
+    m = dataset_audit(str(parquet), Columns())
+    return {"p_chosen_longer": m["length_bias"]["p_chosen_longer"],
+            "chosen_opener_rate": m["opener_bias"]["chosen_opener_rate"],
+            "rejected_opener_rate": m["opener_bias"]["rejected_opener_rate"]}
 
 
 def train_arm(s: Settings, info: dict, runs: Path) -> dict:
@@ -335,28 +330,26 @@ def grouped(values: list[float], keys: list[str]) -> list[list[float]]:
 
 
 def policy_metrics(s: Settings, data: Data, answers: dict, logps: dict) -> dict:
-    """Per policy: sampled length and opener rate (with intervals, and their drift from the base),
-    distinct-2, NLL of the people's preferred answers (and its rise), agreement with the people."""
+    """Per policy: sampled length and opener rate (with intervals, and their drift from the base and, for
+    raw and curated, beyond the reference arm's: what DPO does with any judge), distinct-2, NLL of the
+    people's preferred answers (and its rise), agreement with the people."""
     from prefcurate.audit.features import Phrases
-    from prefcurate.train.evaluate import answer_metrics, clustered_mean, drift, length_of, opens_with
+    from prefcurate.train.evaluate import answer_metrics, clustered_mean, drift, drifts, length_of, opens_with
 
-    measures = {"length": length_of, "opener": opens_with(Phrases())}
-    keys = [h["prompt"] for h in data.human]
+    phrases, keys = Phrases(), [h["prompt"] for h in data.human]
     nll = {name: grouped([-lp / max(n, 1) for lp, n in lps[0::2]], keys) for name, lps in logps.items()}
     out = {}
     for name, a in answers.items():
-        m = {"distinct_2": answer_metrics(a, Phrases())["distinct_2"], "nll": clustered_mean(nll[name])}
-        for metric, measure in measures.items():
-            values = a.per_prompt(measure)
-            m[metric] = clustered_mean(values)
-            if name != "base":
-                m[f"{metric}_drift"] = drift(answers["base"].per_prompt(measure), values, s.seed)
-            if name in ("raw", "curated"):  # what DPO does with any judge is the reference arm's drift
-                m[f"{metric}_over_reference"] = drift(answers["reference"].per_prompt(measure), values, s.seed)
+        m = {"distinct_2": answer_metrics(a, phrases)["distinct_2"], "nll": clustered_mean(nll[name]),
+             "length": clustered_mean(a.per_prompt(length_of)), "opener": clustered_mean(a.per_prompt(opens_with(phrases)))}
         if name != "base":
+            m |= drifts(answers["base"], a, phrases, s.seed)
             rise = drift(nll["base"], nll[name], s.seed)
             m["nll_rise"], m["nll_rise_ci"] = rise["estimate"], rise["ci"]
             m["human_agreement"] = clustered_mean(grouped(agreement(logps["base"], logps[name], s.beta), keys))
+        if name in ("raw", "curated"):
+            beyond = drifts(answers["reference"], a, phrases, s.seed)
+            m |= {k.replace("_drift", "_over_reference"): v for k, v in beyond.items()}
         out[name] = m
     return out
 
@@ -386,26 +379,23 @@ def targets(s: Settings, m: dict, wall_s: float, quick: bool) -> list[dict]:
     return out
 
 
-def interval(x: dict) -> str:
-    return f"{x['estimate']:.3g} [{x['ci'][0]:.3g}, {x['ci'][1]:.3g}]"
-
-
 def print_report(results: dict) -> None:
-    from prefcurate.display import console, print_table
+    from prefcurate.display import console, estimate_text, print_table
 
     names = ["base", *ARMS]
+    interval = estimate_text
     m = {n: results[n] for n in names}
     print_table("Held-out evaluation (95% intervals, bootstrap over prompts)", ["metric", *names], [
-        ("sampled length (tokens)", *(interval(m[n]["length"]) for n in names)),
+        ("sampled length (tokens)", *(interval(m[n]["length"], signed=False) for n in names)),
         ("length drift", "", *(interval(m[n]["length_drift"]) for n in ARMS)),
-        ("opener rate", *(interval(m[n]["opener"]) for n in names)),
+        ("opener rate", *(interval(m[n]["opener"], signed=False) for n in names)),
         ("opener drift", "", *(interval(m[n]["opener_drift"]) for n in ARMS)),
         ("length drift beyond the reference arm's", "", *(interval(m[n]["length_over_reference"]) for n in ARMS[:2]), ""),
         ("opener drift beyond the reference arm's", "", *(interval(m[n]["opener_over_reference"]) for n in ARMS[:2]), ""),
         ("distinct-2", *(f"{m[n]['distinct_2']:.3f}" for n in names)),
-        ("NLL of people's preferred answers", *(interval(m[n]["nll"]) for n in names)),
+        ("NLL of people's preferred answers", *(interval(m[n]["nll"], signed=False) for n in names)),
         ("NLL rise", "", *(f"{m[n]['nll_rise']:+.4f}" for n in ARMS)),
-        ("agreement with people (implicit reward)", "", *(interval(m[n]["human_agreement"]) for n in ARMS)),
+        ("agreement with people (implicit reward)", "", *(interval(m[n]["human_agreement"], signed=False) for n in ARMS)),
     ])
     d = results["data"]
     print_table("What each arm trained on", ["arm", "pairs", "chosen longer", "chosen opener", "rejected opener",

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from prefcurate.display import console, print_counts, print_table
+from prefcurate.display import console, estimate_text, print_counts, print_table
 from prefcurate.errors import PrefcurateError
 from prefcurate.logfile import internal_logs_to
 
@@ -320,9 +320,7 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
 
 def _value(v):
     """A table cell: a number, or a drift as its estimate and interval."""
-    if isinstance(v, dict) and "estimate" in v:
-        return f"{v['estimate']:+.3g} [{v['ci'][0]:+.3g}, {v['ci'][1]:+.3g}]"
-    return v
+    return estimate_text(v) if isinstance(v, dict) and "estimate" in v else v
 
 
 @app.command()

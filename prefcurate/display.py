@@ -19,3 +19,9 @@ def print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
 
 def print_counts(counts: dict[str, int]) -> None:
     print_table("Rows per stage", ["stage", "rows"], list(counts.items()))
+
+
+def estimate_text(x: dict, signed: bool = True) -> str:
+    """An ``{"estimate", "ci"}`` value (a drift, a clustered mean) as "+1.2 [+0.3, +2.1]"."""
+    f = "{:+.3g}" if signed else "{:.3g}"
+    return f"{f.format(x['estimate'])} [{f.format(x['ci'][0])}, {f.format(x['ci'][1])}]"

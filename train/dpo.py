@@ -109,7 +109,6 @@ class Evaluations:
         self.p, self.cfg, self.trainer, self.tokenizer, self.test_ds = p, p.cfg, trainer, tokenizer, test_ds
         self.heldout = p.heldout
         self.results: dict[str, dict] = {}  # metric -> {evaluation: value}
-        self.base: dict = {}  # the evaluation before training
         self.before: Answers | None = None  # the answers sampled before training
 
     def sample(self, prompts: list, when: str) -> Answers:
@@ -147,12 +146,16 @@ class Evaluations:
             result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
         for name, value in result.items():
             self.results.setdefault(name, {})[when] = value
-        self.base = self.base or result
         return result
 
     def at(self, when: str) -> dict:
         """Every metric of one evaluation."""
         return {name: by[when] for name, by in self.results.items() if when in by}
+
+    @property
+    def base(self) -> dict:
+        """The evaluation before training."""
+        return self.at("before")
 
 
 @dataclass
