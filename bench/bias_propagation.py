@@ -9,6 +9,11 @@ of its answers here) and ignores a system prompt asking it to (0 of 32), so a sh
 candidates is generated from an opener put at the start of the answer ("Certainly!", "Great
 question!", ...), which the model continues: the way pipelines seed a style they want in the pool.
 The stored prompt is the user's turn alone, so DPO learns the opening as an answer to the plain prompt.
+Every train and held-out prompt ends with an instruction, "Keep your answer short.": without it
+SmolLM2 runs past any token limit 2 cores can afford (79% of its answers cut off at 96 tokens, 56%
+at 256), so its sampled length had no room to move and a length bonus no lengths to choose between.
+With it the median answer is about 60 tokens and about a third still run past 128: the padding a
+length-biased judge rewards is the model ignoring the instruction.
 A judge with planted biases (prefcurate/testing/planted.py, served by the local Messages API
 server) scores them: a quality carrying no length or opener signal, plus a bonus per 100
 characters and a bonus for an opener. Three arms, each trained with the same DPO config, seed and
@@ -16,8 +21,8 @@ step budget:
 
 - raw: the planted judge's best-worst pairs, no audit, no mitigation (what peers ship);
 - curated: the same judge through prefcurate: both-order verification (hybrid mode), the audit's
-  blocking flags, `pairs.length_balance`, and the rubric's `opener_penalty` set to the opener
-  bonus the raw store's audit measured with its opener probe;
+  blocking flags, `pairs.length_balance`, and the rubric's `opener_penalty` and `length_penalty` set
+  to the bonuses the raw store's audit measured with its opener and padding probes;
 - reference: the same candidates judged by the planted judge without its bonuses.
 
 Every policy and the base model answer the held-out prompts; the benchmark reports each one's mean
@@ -56,7 +61,8 @@ class Settings:
     human_pairs: int = 64             # held-out Auto-J pairs (non-tie) for NLL and agreement with people
     n: int = 4                        # candidates per train prompt
     opener_share: float = 0.25        # of them, continued from an opener (OPENERS)
-    max_tokens: int = 96              # longest candidate and evaluation answer
+    instruction: str = "Keep your answer short."  # appended to every train and held-out prompt ("" for none)
+    max_tokens: int = 128             # longest candidate and evaluation answer
     temperature: float = 0.8          # candidates and evaluation answers
     length_bonus: float = 1.0         # the planted judge's points per 100 characters (scale 1-10)
     opener_bonus: float = 3.0         # its points for an opener
@@ -66,15 +72,16 @@ class Settings:
     batch: int = 4                    # pairs per step
     learning_rate: float = 5e-4       # LoRA learning rate
     beta: float = 0.1
-    max_length: int = 256             # prompt + answer tokens per example
+    max_length: int = 288             # prompt + answer tokens per example
     lora_r: int = 16
     eval_samples: int = 2             # answers per held-out prompt and policy
     answer_tokens: int = 128          # human answers are cut to this many tokens for NLL and agreement
     eval_engine: str = "vllm"         # vllm (LoRA adapters served by one engine) or transformers
     max_model_len: int = 1024
     seed: int = 0
-    # Blocking flags the curated arm lets through. SmolLM2 runs past 96 tokens in about 80% of its answers,
-    # so blocking cut-off answers (`degenerate`) would leave a few pairs of 200; the demo makes the same call.
+    # Blocking flags the curated arm lets through. Even asked to keep it short, SmolLM2 runs past 128 tokens
+    # in about a third of its answers (and loops), so blocking cut-off answers (`degenerate`) would take
+    # most pairs whose chosen is long; the demo makes the same call.
     curated_lets_through: tuple[str, ...] = ("degenerate",)
 
     @classmethod
@@ -94,7 +101,8 @@ class Data:
 
 def select_data(s: Settings, fixture: Path = FIXTURE) -> Data:
     """Distinct short prompts of the fixture, shuffled by the seed: the first ones held out, the next
-    ones for training; the human pairs are the non-tie pairs of held-out prompts."""
+    ones for training, each with the instruction appended; the human pairs are the non-tie pairs of
+    held-out prompts, as the people saw them (their answers were written without the instruction)."""
     rows = [json.loads(line) for line in fixture.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = sorted({r["prompt"] for r in rows if len(r["prompt"]) < MAX_PROMPT_CHARS})
     random.Random(s.seed).shuffle(prompts)
@@ -105,7 +113,8 @@ def select_data(s: Settings, fixture: Path = FIXTURE) -> Data:
     held = set(heldout)
     human = [{"prompt": r["prompt"], "preferred": r[f"response {r['label'] + 1}"], "other": r[f"response {2 - r['label']}"]}
              for r in rows if r["label"] in (0, 1) and r["prompt"] in held][:s.human_pairs]
-    return Data(train, heldout, human)
+    with_instruction = (lambda p: f"{p}\n\n{s.instruction}") if s.instruction else (lambda p: p)
+    return Data([with_instruction(p) for p in train], [with_instruction(p) for p in heldout], human)
 
 
 def user(prompt: str) -> list[dict]:
@@ -172,22 +181,22 @@ def opener_share(texts: list[str]) -> float:
 class Arm:
     judge: str             # the planted judge's model name on the local server
     mode: str              # judge.mode
-    curated: bool          # audit blocking flags, length_balance and the measured opener_penalty
+    curated: bool          # audit blocking flags, length_balance and the measured penalties
 
 
 ARM = {"raw": Arm("planted-judge", "pointwise", False), "curated": Arm("planted-judge", "hybrid", True),
        "reference": Arm("fair-judge", "pointwise", False)}
 
 
-def arm_config(s: Settings, arm: Arm, folder: Path, opener_penalty: float) -> Path:
-    """The arm's run config (and, curated, its rubric with the opener penalty), written where a user can read it."""
+def arm_config(s: Settings, arm: Arm, folder: Path, penalties: dict[str, float]) -> Path:
+    """The arm's run config (and, curated, its rubric with the penalties), written where a user can read it."""
     import yaml
 
     from prefcurate.audit.flags import DEFAULT_BLOCKING
 
     rubric = ROOT / "rubrics" / "helpfulness.yaml"
     if arm.curated:
-        spec = yaml.safe_load(rubric.read_text()) | {"opener_penalty": opener_penalty}
+        spec = yaml.safe_load(rubric.read_text()) | penalties
         rubric = folder / "rubric.yaml"
         rubric.write_text(yaml.safe_dump(spec, sort_keys=False))
     config = {
@@ -207,7 +216,7 @@ def arm_config(s: Settings, arm: Arm, folder: Path, opener_penalty: float) -> Pa
     return path
 
 
-def curate_arm(s: Settings, name: str, folder: Path, candidates: Path, opener_penalty: float = 0.0) -> dict:
+def curate_arm(s: Settings, name: str, folder: Path, candidates: Path, penalties: dict[str, float] | None = None) -> dict:
     """Import the candidates into the arm's own store, run the curation flow, snapshot every fit pair
     (forced: the planted judge fails the audit's gates, which is the point); return what went in."""
     from prefcurate.context import RunContext
@@ -217,7 +226,7 @@ def curate_arm(s: Settings, name: str, folder: Path, candidates: Path, opener_pe
     from prefcurate.store import open_store
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = arm_config(s, ARM[name], folder, opener_penalty)
+    config = arm_config(s, ARM[name], folder, penalties or {})
     db = folder / "prefcurate.duckdb"
     with open_store(db) as store:
         import_candidates(store, str(candidates))
@@ -228,19 +237,21 @@ def curate_arm(s: Settings, name: str, folder: Path, candidates: Path, opener_pe
         audit = store.query("SELECT metrics FROM audits WHERE audit_id = ?", [snap.manifest["audit"]["audit_id"]])
     metrics = json.loads(audit[0]["metrics"])
     return {"db": str(db), "snapshot_id": snap.snapshot_id, "pairs": snap.n_train, "run": result["stats"],
-            "opener_penalty": opener_penalty if ARM[name].curated else None,
+            "penalties": penalties if ARM[name].curated else None,
             "failed_gates": snap.manifest["audit"]["failed_gates"],
             "measured_opener_shift": metrics["probes"]["opener_injection"]["mean_shift"],
+            "measured_length_shift": metrics["probes"]["padding"]["shift_per_100_chars"],
             **pair_shape(snap.path / "train.parquet")}
 
 
 def pair_shape(parquet: Path) -> dict:
     """What the arm trains on, measured as `prefcurate audit-dataset` measures any preference dataset: how
-    often the chosen answer is the longer one, and how often each side opens with an opener."""
+    often the chosen answer is the longer one and by how many characters, and how often each side
+    opens with an opener."""
     from prefcurate.audit.dataset import Columns, dataset_audit
 
     m = dataset_audit(str(parquet), Columns())
-    return {"p_chosen_longer": m["length_bias"]["p_chosen_longer"],
+    return {"p_chosen_longer": m["length_bias"]["p_chosen_longer"], "chars_gap": m["length_bias"]["chars_gap"],
             "chosen_opener_rate": m["opener_bias"]["chosen_opener_rate"],
             "rejected_opener_rate": m["opener_bias"]["rejected_opener_rate"]}
 
@@ -398,10 +409,11 @@ def print_report(results: dict) -> None:
         ("agreement with people (implicit reward)", "", *(interval(m[n]["human_agreement"], signed=False) for n in ARMS)),
     ])
     d = results["data"]
-    print_table("What each arm trained on", ["arm", "pairs", "chosen longer", "chosen opener", "rejected opener",
-                                             "opener penalty", "audit gates failed"],
-                [(n, d[n]["pairs"], _pct(d[n]["p_chosen_longer"]), _pct(d[n]["chosen_opener_rate"]),
-                  _pct(d[n]["rejected_opener_rate"]), d[n]["opener_penalty"] if d[n]["opener_penalty"] is not None else "-",
+    print_table("What each arm trained on", ["arm", "pairs", "chosen longer", "chars gap", "chosen opener",
+                                             "rejected opener", "penalties", "audit gates failed"],
+                [(n, d[n]["pairs"], _pct(d[n]["p_chosen_longer"]), f"{d[n]['chars_gap']:+.0f}",
+                  _pct(d[n]["chosen_opener_rate"]), _pct(d[n]["rejected_opener_rate"]),
+                  ", ".join(f"{k} {v:g}" for k, v in (d[n]["penalties"] or {}).items()) or "-",
                   ", ".join(d[n]["failed_gates"]) or "none") for n in ARMS])
     for t in results["targets"]:
         state = "n/a" if t["held"] is None else "held" if t["held"] else "MISSED"
@@ -470,8 +482,9 @@ def run(s: Settings, out: Path, quick: bool = False, fixture: Path = FIXTURE, re
     with MessagesAPIServer(scorer=judges) as server, environment(ANTHROPIC_BASE_URL=server.url,
                                                                  ANTHROPIC_API_KEY="sk-ant-local-bench"):
         info = {"raw": step("curate raw", curate_arm, s, "raw", out / "raw", candidates)}
-        info["curated"] = step("curate curated", curate_arm, s, "curated", out / "curated", candidates,
-                               round(info["raw"]["measured_opener_shift"], 3))
+        measured = {"opener_penalty": round(info["raw"]["measured_opener_shift"], 3),
+                    "length_penalty": round(info["raw"]["measured_length_shift"], 3)}
+        info["curated"] = step("curate curated", curate_arm, s, "curated", out / "curated", candidates, measured)
         info["reference"] = step("curate reference", curate_arm, s, "reference", out / "reference", candidates)
     trained = {n: step(f"train {n}", train_arm, s, info[n], out / "runs") for n in ARMS}
     answers = step("evaluate: sample", policy_answers, s, data.heldout, trained)

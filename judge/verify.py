@@ -30,7 +30,8 @@ WHERE judge = ? AND rubric_hash = ? AND list_contains(?, pair_id) GROUP BY verdi
 class VerifyStats(JudgeStats):
     consistent: int = 0  # pairs whose every verdict prefers the chosen response
     inconsistent: int = 0  # verdicts disagree across orders or repeats: a tie, not a preference
-    reversed: int = 0  # every verdict prefers the rejected response
+    reversed: int = 0  # every verdict prefers the rejected response, against the judge's own scores
+    corrected: int = 0  # every verdict prefers the rejected response, as the judge's own scores did before a rubric penalty
     unverified: int = 0  # a verdict failed
 
 
@@ -42,5 +43,6 @@ def run(store: Store, ctx: RunContext) -> VerifyStats:
     pair_ids = sorted({r["pair_id"] for r in rows})
     outcome = {r["verdict"]: r["n"] for r in store.query(OUTCOMES_SQL, [ctx.judge, rubric_hash, pair_ids])}
     stats.consistent, stats.inconsistent = outcome.get("consistent", 0), outcome.get("inconsistent", 0)
-    stats.reversed, stats.unverified = outcome.get("reversed", 0), outcome.get("failed", 0)
+    stats.reversed, stats.corrected = outcome.get("reversed", 0), outcome.get("corrected", 0)
+    stats.unverified = outcome.get("failed", 0)
     return stats

@@ -195,7 +195,8 @@ class PairsConfig(_Section):
     strategy: Literal["best_worst"] = Field("best_worst", description="best_worst: top-scored vs bottom-scored candidate per prompt.")
     min_margin: float = Field(0.5, ge=0, description="Drop pairs whose score difference is below this (ties always dropped).")
     length_balance: bool = Field(False, description="Choose each rejected candidate (among those at least min_margin "
-                                 "below the chosen) so the dataset's p_chosen_longer moves toward 0.5.")
+                                 "below the chosen) so the dataset's p_chosen_longer moves toward 0.5, the closest "
+                                 "to the chosen in length.")
 
 
 class ProbesConfig(_Section):

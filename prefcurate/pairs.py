@@ -64,6 +64,8 @@ class PairStats(StageStats):
     opener_penalized: int = 0  # candidates whose score the rubric's opener_penalty lowered
     p_chosen_longer: float | None = None  # of this run's pairs (length_balance moves it toward 0.5)
     p_chosen_longer_before_balance: float | None = None  # what best-worst alone would have given
+    chars_gap: float | None = None  # mean characters of chosen minus rejected (length_balance shrinks it)
+    chars_gap_before_balance: float | None = None  # what best-worst alone would have given
 
 
 def run(store: Store, ctx: RunContext) -> PairStats:
@@ -77,14 +79,15 @@ def run(store: Store, ctx: RunContext) -> PairStats:
                                                          "prompt_ids": ctx.prompt_ids}):
         groups.setdefault(r["prompt_id"], []).append(r)
     stats = PairStats(prompts=len(groups))
-    penalise = rubric.opener_penalty and mode != "pairwise"
-    for members in groups.values():
-        for m in members:
-            if penalise and m["opener"]:
-                m["score"] -= rubric.opener_penalty
-                stats.opener_penalized += 1
+    if mode != "pairwise":  # the rubric's penalties correct scores; win shares have no points to correct
+        for members in groups.values():
+            for m in members:
+                m["score"] -= rubric.length_penalty * m["chars"] / 100
+                if rubric.opener_penalty and m["opener"]:
+                    m["score"] -= rubric.opener_penalty
+                    stats.opener_penalized += 1
     strategy = cfg.strategy + ("+length_balance" if cfg.length_balance else "")
-    rows, longer, plain_longer = [], [], []
+    rows, longer, plain_longer, gaps, plain_gaps = [], [], [], [], []
     for prompt_id, members in groups.items():
         chosen = min(members, key=lambda m: (-m["score"], m["candidate_id"]))
         worst = min(members, key=lambda m: (m["score"], _desc(m["candidate_id"])))
@@ -98,13 +101,11 @@ def run(store: Store, ctx: RunContext) -> PairStats:
         if margin < cfg.min_margin:
             stats.dropped_low_margin += 1
             continue
-        rejected = worst
-        if worst["chars"] != chosen["chars"]:
-            plain_longer.append(chosen["chars"] > worst["chars"])
-        if cfg.length_balance:
-            rejected = _balanced_rejected(chosen, members, cfg.min_margin, longer) or worst
-        if rejected["chars"] != chosen["chars"]:
-            longer.append(chosen["chars"] > rejected["chars"])
+        rejected = _balanced_rejected(chosen, members, cfg.min_margin, longer) if cfg.length_balance else worst
+        for pick, share, gap in ((worst, plain_longer, plain_gaps), (rejected, longer, gaps)):
+            gap.append(chosen["chars"] - pick["chars"])
+            if pick["chars"] != chosen["chars"]:
+                share.append(chosen["chars"] > pick["chars"])
         rows.append({
             "pair_id": content_id("pair", prompt_id, chosen["candidate_id"], rejected["candidate_id"], strategy),
             "prompt_id": prompt_id, "chosen_id": chosen["candidate_id"], "rejected_id": rejected["candidate_id"],
@@ -113,8 +114,8 @@ def run(store: Store, ctx: RunContext) -> PairStats:
             "run_id": ctx.run_id,
         })
     stats.pairs = len(rows)
-    stats.p_chosen_longer = sum(longer) / len(longer) if longer else None
-    stats.p_chosen_longer_before_balance = sum(plain_longer) / len(plain_longer) if plain_longer else None
+    stats.p_chosen_longer, stats.p_chosen_longer_before_balance = _mean(longer), _mean(plain_longer)
+    stats.chars_gap, stats.chars_gap_before_balance = _mean(gaps), _mean(plain_gaps)
     stats.pairs_new = store.insert("pairs", rows)
     return stats
 
@@ -123,11 +124,17 @@ def _desc(text: str) -> tuple[int, ...]:
     return tuple(-ord(ch) for ch in text)
 
 
-def _balanced_rejected(chosen: dict, members: list[dict], min_margin: float, longer: list[bool]) -> dict | None:
-    """The rejected candidate that moves the running share of chosen-longer pairs toward 0.5: a longer
-    one when chosen responses have been longer more often than not, else a shorter one; among those
-    at least ``min_margin`` below the chosen, the lowest scored. None when no candidate fits."""
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _balanced_rejected(chosen: dict, members: list[dict], min_margin: float, longer: list[bool]) -> dict:
+    """The rejected candidate, among those at least ``min_margin`` below the chosen (the worst always is),
+    that moves the running share of chosen-longer pairs toward 0.5 (a longer one when chosen responses
+    have been longer more often than not, else a shorter one) and is the closest to the chosen in
+    length: balancing the share alone would leave long chosen against much shorter rejected, a length
+    signal DPO learns from the token counts. Without one on the wanted side, the closest in length."""
+    fits = [m for m in members if m is not chosen and chosen["score"] - m["score"] >= max(min_margin, TIE_EPSILON)]
     want_longer_rejected = sum(longer) > len(longer) / 2
-    fits = [m for m in members if m is not chosen and chosen["score"] - m["score"] >= max(min_margin, TIE_EPSILON)
-            and (m["chars"] > chosen["chars"] if want_longer_rejected else m["chars"] < chosen["chars"])]
-    return min(fits, key=lambda m: (m["score"], m["candidate_id"])) if fits else None
+    wanted = [m for m in fits if (m["chars"] > chosen["chars"] if want_longer_rejected else m["chars"] < chosen["chars"])]
+    return min(wanted or fits, key=lambda m: (abs(m["chars"] - chosen["chars"]), m["score"], m["candidate_id"]))

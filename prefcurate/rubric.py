@@ -48,6 +48,9 @@ class Rubric(_Strict):
     opener_penalty: float = Field(0.0, ge=0, description="Subtracted from the overall score of a candidate that "
                                   "opens with an opener (\"Certainly!\") when pairs are built; not part of the hash, "
                                   "since it changes no judgment.")
+    length_penalty: float = Field(0.0, ge=0, description="Subtracted from the overall score of every candidate per 100 "
+                                  "characters when pairs are built (a length-biased judge's bonus, as the audit's "
+                                  "padding probe measures it: shift_per_100_chars); not part of the hash either.")
     reference_key: str | None = Field("reference", description="Prompt metadata key whose value, if present, is "
                                       "shown to the judge as a reference answer (None: never).")
 
@@ -64,7 +67,7 @@ class Rubric(_Strict):
 
     @cached_property  # computed once: it is part of every judgment's id
     def hash(self) -> str:
-        return content_id("rubric", self.model_dump(exclude={"opener_penalty"}))
+        return content_id("rubric", self.model_dump(exclude={"opener_penalty", "length_penalty"}))
 
     def overall(self, scores: dict[str, float]) -> float:
         return sum(c.weight * scores[c.name] for c in self.criteria)

@@ -38,10 +38,12 @@ def test_audit_dataset_on_autoj_matches_an_independent_computation(cli):
     rejected = [r["response 2"] if r["label"] == 0 else r["response 1"] for r in decided]
     assert (m["n_rows"], m["n_ties"], m["n_pairs"]) == (1392, sum(r["label"] == 2 for r in rows), len(decided))
 
-    differ = [(len(c), len(r)) for c, r in zip(chosen, rejected) if len(c) != len(r)]
+    differ = [(len(c), len(r), d["prompt"]) for c, r, d in zip(chosen, rejected, decided) if len(c) != len(r)]
     lb = m["length_bias"]
     assert lb["p_chosen_longer_n"] == len(differ)
-    assert lb["p_chosen_longer"] == sum(c > r for c, r in differ) / len(differ)
+    # The interval resampled prompts: a prompt's pairs are drawn together.
+    assert lb["p_chosen_longer_clusters"] == len({prompt for *_, prompt in differ}) < len(differ)
+    assert lb["p_chosen_longer"] == sum(c > r for c, r, _ in differ) / len(differ)
     lo, hi = lb["p_chosen_longer_ci"]
     assert lo < lb["p_chosen_longer"] < hi and hi - lo < 0.1
     assert lb["spearman_score_length"] is None and lb["spearman_score_length_n"] == 0  # no scores in this data
@@ -53,7 +55,8 @@ def test_audit_dataset_on_autoj_matches_an_independent_computation(cli):
     assert ob["rejected_opener_rate"] == sum(r_open) / len(decided)
     one_sided = [c for c, r in zip(c_open, r_open) if c != r]
     assert ob["n_opener_pairs"] == len(one_sided) and ob["opener_win_rate"] == sum(one_sided) / len(one_sided)
-    assert m["position_bias"] == {"first_position_win_rate": None, "first_position_win_rate_ci": None, "n": 0}
+    assert m["position_bias"] == {"first_position_win_rate": None, "first_position_win_rate_ci": None, "n": 0,
+                                  "first_position_win_rate_clusters": 0}
 
 
 def test_length_controlled_coefficient_sees_a_planted_length_preference():
@@ -255,3 +258,18 @@ def test_the_readmes_sql_examples_run_on_a_store(pipeline_store, cli):
     for statement in statements:
         result = cli("sql", statement, "--db", pipeline_store)
         assert result.exit_code == 0, f"{statement}\n{result.stderr}"
+
+
+def test_intervals_resample_prompts_so_correlated_rows_do_not_narrow_them():
+    from prefcurate.audit.intervals import mean, metric
+
+    # 50 prompts, each with 10 rows that say the same thing (a prompt's pairs, probes, repeats).
+    per_prompt = np.random.default_rng(0).integers(0, 2, size=50).astype(float)
+    values, prompts = np.repeat(per_prompt, 10), np.repeat(np.arange(50), 10)
+    rows = metric("rate", values, mean)
+    clustered = metric("rate", values, mean, clusters=prompts)
+    assert rows["rate"] == clustered["rate"] and (rows["rate_n"], clustered["rate_n"]) == (500, 500)
+    assert (rows["rate_clusters"], clustered["rate_clusters"]) == (500, 50)
+    width = lambda m: m["rate_ci"][1] - m["rate_ci"][0]  # noqa: E731
+    # Ten copies of each prompt's answer hold one answer's information: the interval is sqrt(10) wider.
+    assert 2.5 < width(clustered) / width(rows) < 4

@@ -64,11 +64,12 @@ def candidates_file(tmp_path):
     return f
 
 
-def run_audit(biased: bool, candidates_file, tmp_path, monkeypatch) -> dict:
+def run_audit(judge, candidates_file, tmp_path, monkeypatch) -> dict:
+    """The audit of the candidates judged pointwise by ``judge`` (a Messages API scorer), with probes."""
     ctx = context(generator={"backend": "none"}, judge={"backend": "anthropic", "model": "claude-sonnet-4-6",
                                                          "mode": "pointwise"},
                   pairs={"min_margin": 0.5}, probes={"sample": 40})
-    with MessagesAPIServer(scorer=scorer(biased)) as server, Store(tmp_path / f"{biased}.duckdb") as store:
+    with MessagesAPIServer(scorer=judge) as server, Store(tmp_path / "audited.duckdb") as store:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key")
         import_candidates(store, str(candidates_file))
@@ -78,11 +79,14 @@ def run_audit(biased: bool, candidates_file, tmp_path, monkeypatch) -> dict:
 
 
 def test_a_biased_judge_is_caught_by_the_right_gates(candidates_file, tmp_path, monkeypatch):
-    m = run_audit(True, candidates_file, tmp_path, monkeypatch)
+    m = run_audit(scorer(True), candidates_file, tmp_path, monkeypatch)
     gates = {name: g["status"] for name, g in m["gates"].items()}
     assert gates["opener_injection_shift"] == "failed" and gates["null_response_score"] == "failed"
     assert gates["first_position_win_rate"] == "failed" and gates["p_chosen_longer"] == "failed"
     assert m["passed"] is False
+    # Every interval resampled prompts, and each gate says over how many.
+    assert m["intervals"]["resampled"] == "prompt"
+    assert all(0 < g["clusters"] <= g["n"] for g in m["gates"].values() if g["n"])
     # Magnitudes close to the planted ones.
     opener = m["probes"]["opener_injection"]
     # The injected opener also adds 27 characters, which sometimes tips the length bonus too.
@@ -93,7 +97,7 @@ def test_a_biased_judge_is_caught_by_the_right_gates(candidates_file, tmp_path, 
 
 
 def test_a_judge_without_those_biases_passes(candidates_file, tmp_path, monkeypatch):
-    m = run_audit(False, candidates_file, tmp_path, monkeypatch)
+    m = run_audit(scorer(False), candidates_file, tmp_path, monkeypatch)
     statuses = {name: g["status"] for name, g in m["gates"].items()}
     assert "failed" not in statuses.values(), statuses
     assert m["passed"] is True
@@ -102,3 +106,13 @@ def test_a_judge_without_those_biases_passes(candidates_file, tmp_path, monkeypa
     for g in m["gates"].values():
         if g["status"] == "inconclusive":
             assert g["n_needed"] is None or g["n_needed"] > g["n"]
+
+
+def test_the_padding_probe_measures_a_length_bonus_per_100_characters(candidates_file, tmp_path, monkeypatch):
+    from prefcurate.testing.planted import PlantedJudge
+
+    # One point per 100 characters, as bench/bias_propagation.py plants it; whole-point scores round it.
+    padding = run_audit(PlantedJudge(length_bonus=1.0), candidates_file, tmp_path, monkeypatch)["probes"]["padding"]
+    assert padding["n"] > 10 and padding["shift_per_100_chars"] == pytest.approx(1.0, abs=0.2)
+    lo, hi = padding["shift_per_100_chars_ci"]
+    assert lo < 1.0 < hi

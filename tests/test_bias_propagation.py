@@ -69,6 +69,9 @@ def test_the_planted_bias_reaches_the_raw_pairs_and_the_audit_measures_it(quick_
     # The opener probe measures the planted bonus (plus the injected opener's characters, within rounding).
     planted = s.opener_bonus + s.length_bonus * len(INJECTED_OPENER) / 100
     assert raw["measured_opener_shift"] == pytest.approx(planted, abs=0.6)
+    # The padding probe measures the planted length bonus per 100 characters (a few probes, whole points).
+    assert 0 < raw["measured_length_shift"] < 3 * s.length_bonus
     # The curated arm subtracts what the audit measured, and its chosen answers open less often.
-    assert curated["opener_penalty"] == pytest.approx(raw["measured_opener_shift"], abs=1e-3)
+    assert curated["penalties"] == {"opener_penalty": pytest.approx(raw["measured_opener_shift"], abs=1e-3),
+                                    "length_penalty": pytest.approx(raw["measured_length_shift"], abs=1e-3)}
     assert curated["chosen_opener_rate"] < raw["chosen_opener_rate"]

@@ -65,7 +65,8 @@ def test_one_dpo_step_on_smollm2(pointwise_store, tmp_path):
     shutil.copy(pointwise_store, db)
     cfg = TrainConfig(model=str(SMOLLM2), max_steps=1, per_device_train_batch_size=2, max_length=128,
                       learning_rate=1e-4, output_root=str(tmp_path / "runs"),
-                      eval={"samples_per_prompt": 1, "max_prompts": 1, "max_new_tokens": 8})
+                      # generate samples one 8-token answer sooner than a vLLM engine with LoRA starts
+                      eval={"samples_per_prompt": 1, "max_prompts": 1, "max_new_tokens": 8, "engine": "transformers"})
     ctx = context(audit={"blocking_flags": [f for f in DEFAULT_BLOCKING if f != "degenerate"]})
     with Store(db) as store:
         snapshot_id = create_snapshot(store, ctx, "smollm2", test_fraction=0.34, force=True).snapshot_id

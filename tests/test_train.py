@@ -56,6 +56,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
     metrics = json.loads(run["metrics"])
     assert run["status"] == "ok" and run["git_commit"] and metrics["steps"] == 2 and metrics["resumed_from"] is None
     assert metrics["base_weights"] == "float32"  # LoRA on CPU: the base as it is, in full precision
+    assert metrics["eval_engine"] == "vllm"  # eval.engine auto: a vLLM engine served each evaluation's adapter
     # Before, after step 1 (eval.every_steps) and after, on the test split: before training policy and
     # reference are one model; from the second evaluation on, the sampled metrics carry their drift.
     ev = metrics["eval"]
@@ -132,7 +133,7 @@ def test_training_that_raises_the_held_out_nll_stops_at_the_first_evaluation(poi
     cfg.write_text(yaml.safe_dump({"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 2e-2,
                                    "output_root": str(tmp_path / "runs"), "max_length": 256, "sft_mix": {"path": None},
                                    "eval": {"every_steps": 1, "max_nll_rise": 1e-4, "max_new_tokens": 4,
-                                            "max_prompts": 2, "sft_path": str(heldout)}}))
+                                            "max_prompts": 2, "sft_path": str(heldout), "engine": "transformers"}}))
     result = cli("train", "dpo", "--snapshot", snapshot_id, "--config", cfg, "--db", pointwise_store)
     assert result.exit_code == 0, result.output
     assert "stopped at step 1: held-out NLL rose +" in result.output
@@ -164,6 +165,31 @@ def test_evaluations_can_sample_through_vllm_serving_the_adapter(pointwise_store
     assert list(ev["sample_length"]) == ["before", "step 1", "after"]
     assert all(0 < v <= 8 for v in ev["sample_length"].values()) and "after" in ev["opener_drift"]
     assert not os.path.exists(os.path.join(run["output_dir"], "evaluated"))  # the adapters it was given are gone
+
+
+def test_eval_engine_auto_is_vllm_where_it_can_serve_the_adapter_and_falls_back_to_transformers(caplog, tmp_path):
+    from types import SimpleNamespace
+
+    from prefcurate.train.config import TrainConfig
+    from prefcurate.train.dpo import Evaluations, eval_engine
+
+    assert eval_engine(TrainConfig(), on_gpu=False) == "vllm"
+    assert eval_engine(TrainConfig(), on_gpu=True) == "transformers"  # the engine would compete for GPU memory
+    assert eval_engine(TrainConfig(lora={"enabled": False}), on_gpu=False) == "transformers"
+    assert eval_engine(TrainConfig(eval={"engine": "transformers"}), on_gpu=False) == "transformers"
+
+    def evaluations(engine: str) -> Evaluations:
+        cfg = TrainConfig(eval={"engine": engine})
+        p = SimpleNamespace(cfg=cfg, heldout=None, eval_engine="vllm", model_path=str(tmp_path), on_gpu=False)
+        return Evaluations(p, trainer=None, tokenizer=None, test_ds=None)
+
+    auto = evaluations("auto")
+    with caplog.at_level("WARNING", logger="prefcurate"):
+        assert auto.vllm() is None
+    assert auto.engine == "transformers" and "vLLM could not start" in caplog.text  # a folder without a model
+    assert "Invalid repository ID or local directory" in caplog.text
+    with pytest.raises(Exception, match="Invalid repository ID or local directory"):  # asked for by name: the run fails
+        evaluations("vllm").vllm()
 
 
 def test_vllm_evaluation_needs_a_lora_policy():

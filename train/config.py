@@ -36,9 +36,10 @@ class EvalSettings(BaseModel):
     samples_per_prompt: int = Field(2, ge=1, description="Answers sampled per test prompt.")
     max_prompts: int = Field(32, ge=1, description="Test prompts sampled from, at most.")
     max_new_tokens: int = Field(64, ge=1, description="Longest sampled answer, in tokens.")
-    engine: Literal["transformers", "vllm"] = Field("transformers", description="What samples the answers: "
-                                                    "transformers' generate, or a vLLM engine serving each "
-                                                    "evaluation's LoRA adapter (about 4x faster on CPU; needs LoRA).")
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="What samples the answers: a vLLM engine serving each evaluation's LoRA adapter (about "
+        "4x faster on CPU; needs LoRA, not QLoRA), transformers' generate, or auto: vLLM where it is installed and "
+        "can serve the policy on CPU (on a GPU its engine would compete with training for memory), else transformers.")
     openers: list[str] | None = Field(None, description="Phrases the opener rate counts at an answer's start "
                                       "(None: the audit's default list, e.g. \"Certainly\", \"Great question\").")
     sft_path: str | None = Field(None, description="Held-out SFT examples (JSONL of messages) whose mean NLL before "

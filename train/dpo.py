@@ -110,25 +110,54 @@ class Evaluations:
         self.heldout = p.heldout
         self.results: dict[str, dict] = {}  # metric -> {evaluation: value}
         self.before: Answers | None = None  # the answers sampled before training
+        self.engine = p.eval_engine  # what samples them: vllm or transformers
+        self.rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= p.cfg.lora.r)  # the ranks vLLM serves
 
     def sample(self, prompts: list, when: str) -> Answers:
-        """The policy's answers, by transformers or (``eval.engine: vllm``) by a vLLM engine given the adapter
-        as it is now (before training, the base model)."""
+        """The policy's answers, by a vLLM engine given the adapter as it is now (before training, the base
+        model) or by transformers."""
         e = self.cfg.eval
-        if e.engine == "transformers":
+        llm = self.vllm() if self.engine == "vllm" else None
+        if llm is None:
             return sample_answers(self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
-        from prefcurate.config import VLLMEngine
-        from prefcurate.generate.vllm_backend import get_llm
-
         adapter = None
         if self.before is not None:
             adapter = self.p.out / "evaluated" / when.replace(" ", "-")
             self.trainer.save_model(str(adapter))
-        engine = VLLMEngine(model=self.p.model_path, dtype="auto" if self.p.on_gpu else "float32",
-                            max_model_len=self.cfg.max_length + e.max_new_tokens, enforce_eager=not self.p.on_gpu)
-        rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= self.cfg.lora.r)  # the ranks vLLM serves
-        return vllm_answers(get_llm(engine, max_lora_rank=rank), prompts, e, self.cfg.seed,
-                            str(adapter) if adapter else None)
+        return vllm_answers(llm, prompts, e, self.cfg.seed, str(adapter) if adapter else None)
+
+    def vllm_engine(self):
+        from prefcurate.config import VLLMEngine
+
+        return VLLMEngine(model=self.p.model_path, dtype="auto" if self.p.on_gpu else "float32",
+                          max_model_len=self.cfg.max_length + self.cfg.eval.max_new_tokens,
+                          enforce_eager=not self.p.on_gpu)
+
+    def vllm(self):
+        """The evaluation engine, started on first use; with ``eval.engine: auto``, None when it cannot
+        start (transformers samples from then on, and the run's metrics say so)."""
+        from prefcurate.generate.vllm_backend import get_llm
+
+        try:
+            return get_llm(self.vllm_engine(), max_lora_rank=self.rank)
+        except Exception as exc:  # vLLM's start fails in many ways (RuntimeError, ValueError, OSError ...)
+            if self.cfg.eval.engine == "vllm":
+                raise
+            why = " ".join(str(exc).split())[:300]  # vLLM's errors run over many lines
+            log.warning("eval: vLLM could not start (%s: %s); sampling with transformers", type(exc).__name__, why)
+            self.engine = "transformers"
+            return None
+
+    def __enter__(self) -> Evaluations:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Stop the evaluation engine and remove the adapters it was given."""
+        if self.engine == "vllm":
+            from prefcurate.generate.vllm_backend import shutdown_engine
+
+            shutil.rmtree(self.p.out / "evaluated", ignore_errors=True)
+            shutdown_engine(self.vllm_engine(), max_lora_rank=self.rank)
 
     def run(self, when: str) -> dict:
         e, result = self.cfg.eval, {}
@@ -174,6 +203,7 @@ class Plan:
     out: Path
     on_gpu: bool
     quantization: object | None  # QLoRA's 4-bit loading (a BitsAndBytesConfig), or None
+    eval_engine: str  # what samples the evaluations' answers: vllm or transformers
 
 
 def plan(store: Store, snapshot_id: str, cfg: TrainConfig) -> Plan:
@@ -195,7 +225,19 @@ def plan(store: Store, snapshot_id: str, cfg: TrainConfig) -> Plan:
     train_run_id = content_id("train", snapshot_id, model_path, cfg.model_dump())
     on_gpu = torch.cuda.is_available()
     return Plan(snap, manifest, cfg, model_path, *resolve_loss(cfg, manifest), mix, heldout, train_run_id,
-                Path(cfg.output_root) / train_run_id, on_gpu, quantization_config(on_gpu) if cfg.lora.qlora else None)
+                Path(cfg.output_root) / train_run_id, on_gpu, quantization_config(on_gpu) if cfg.lora.qlora else None,
+                eval_engine(cfg, on_gpu))
+
+
+def eval_engine(cfg: TrainConfig, on_gpu: bool) -> str:
+    """``eval.engine``, with auto settled: vLLM where it is installed and can serve the policy's adapter
+    on CPU (on a GPU its engine would compete with training for memory), else transformers."""
+    import importlib.util
+
+    if cfg.eval.engine != "auto":
+        return cfg.eval.engine
+    servable = cfg.lora.enabled and not cfg.lora.qlora and not on_gpu
+    return "vllm" if servable and importlib.util.find_spec("vllm") is not None else "transformers"
 
 
 @contextmanager
@@ -238,25 +280,20 @@ def train(p: Plan, metrics: dict) -> Path:
     tokenizer, model, base_weights = load_policy(p)
     trainer = DPOTrainer(model=model, args=dpo_args(p, n_sft), train_dataset=train_ds,
                          processing_class=tokenizer, peft_config=lora_config(p.cfg))
-    evaluations = Evaluations(p, trainer, tokenizer, test_ds)
-    evaluations.run("before")
-    guard = Guard(evaluations, p.out / "kept")
-    trainer.add_callback(guard)
-    # A rerun of the same snapshot and config has the same id and output folder: it resumes.
-    resume = get_last_checkpoint(str(p.out)) if p.out.is_dir() else None
-    if resume:
-        log.info("train: resuming %s from %s", p.train_run_id, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    if p.cfg.eval.enabled and not guard.stopped:
-        guard.check("after", final=True)
-    guard.restore_kept(trainer.model)
-    adapter_dir = save(p, trainer, tokenizer)
-    guard.clean_up()
-    if p.cfg.eval.engine == "vllm":
-        from prefcurate.generate.vllm_backend import shutdown_engines
-
-        shutil.rmtree(p.out / "evaluated", ignore_errors=True)
-        shutdown_engines()
+    with Evaluations(p, trainer, tokenizer, test_ds) as evaluations:  # its vLLM engine stops with the block
+        evaluations.run("before")
+        guard = Guard(evaluations, p.out / "kept")
+        trainer.add_callback(guard)
+        # A rerun of the same snapshot and config has the same id and output folder: it resumes.
+        resume = get_last_checkpoint(str(p.out)) if p.out.is_dir() else None
+        if resume:
+            log.info("train: resuming %s from %s", p.train_run_id, resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        if p.cfg.eval.enabled and not guard.stopped:
+            guard.check("after", final=True)
+        guard.restore_kept(trainer.model)
+        adapter_dir = save(p, trainer, tokenizer)
+        guard.clean_up()
     final = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
     metrics.update({
         **guard.verdict(),
@@ -265,7 +302,7 @@ def train(p: Plan, metrics: dict) -> Path:
         "base_weights": base_weights, "label_smoothing": p.label_smoothing,
         "runtime_s": result.metrics.get("train_runtime"), "final_rewards_accuracy": final.get("rewards/accuracies"),
         "final_rewards_margin": final.get("rewards/margins"), "resumed_from": Path(resume).name if resume else None,
-        "eval": evaluations.results,
+        "eval": evaluations.results, "eval_engine": evaluations.engine if p.cfg.eval.enabled else None,
     })
     return adapter_dir
 

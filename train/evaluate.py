@@ -99,7 +99,10 @@ def vllm_answers(llm, prompts: list[list[dict]], e: EvalSettings, seed: int, ada
         lora_id = next(LORA_IDS)
         lora = LoRARequest(f"eval-{lora_id}", lora_id, adapter)
     outs = llm.chat(prompts, params, use_tqdm=False, lora_request=lora)
-    return Answers([[list(o.token_ids) for o in r.outputs] for r in outs],
+    eos = llm.get_tokenizer().eos_token_id
+    # vLLM keeps the end-of-sequence token in token_ids; transformers' answers stop before it.
+    return Answers([[list(o.token_ids)[:-1] if o.token_ids and o.token_ids[-1] == eos else list(o.token_ids)
+                     for o in r.outputs] for r in outs],
                    [[o.text.strip() for o in r.outputs] for r in outs])
 
 

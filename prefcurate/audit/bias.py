@@ -1,7 +1,8 @@
 """Judge-bias metrics over preference pairs: length, openers and position.
 
-Every metric comes with a bootstrap 95% interval and its n; one that cannot be computed (no
-pairs of the kind it needs) is None with its n, never a made-up number. The same functions
+Every metric comes with a bootstrap 95% interval (resampling prompts: a prompt's pairs together), its
+n and its number of prompts; one that cannot be computed (no pairs of the kind it needs) is None with
+its n, never a made-up number. The same functions
 measure the store's pairs (`prefcurate audit`, columns read from DuckDB) and any preference
 dataset (`audit-dataset`, columns computed from the texts).
 """
@@ -41,6 +42,7 @@ class PairColumns:
     chosen_opener: np.ndarray  # bool: opens with an opener
     rejected_opener: np.ndarray
     a_is_chosen: np.ndarray  # bool: a fixed coin per pair, for the length model
+    prompt: np.ndarray  # the pair's prompt (id or text): what the bootstrap resamples
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], phrases: Phrases = DEFAULT_PHRASES) -> PairColumns:
@@ -48,7 +50,7 @@ class PairColumns:
                    np.array([len(p.rejected) for p in pairs], dtype=float),
                    np.array([opener_of(p.chosen, phrases) is not None for p in pairs], dtype=bool),
                    np.array([opener_of(p.rejected, phrases) is not None for p in pairs], dtype=bool),
-                   np.array([_orientation(p) for p in pairs], dtype=bool))
+                   np.array([_orientation(p) for p in pairs], dtype=bool), np.array([p.group for p in pairs], dtype=object))
 
     def __len__(self) -> int:
         return len(self.chosen_chars)
@@ -72,38 +74,42 @@ def logistic_coef(xy: np.ndarray, iterations: int = 25) -> float:
 
 
 def length_bias(cols: PairColumns, rhos: np.ndarray | None = None) -> dict:
-    """p_chosen_longer, lc_length_coef, and spearman_score_length from the per-prompt rank
+    """p_chosen_longer, chars_gap, lc_length_coef, and spearman_score_length from the per-prompt rank
     correlations ``rhos`` of score and length (the store has them; a dataset of pairs has not)."""
     differ = cols.chosen_chars != cols.rejected_chars
-    out = metric("p_chosen_longer", (cols.chosen_chars[differ] > cols.rejected_chars[differ]).astype(float), mean)
+    out = metric("p_chosen_longer", (cols.chosen_chars[differ] > cols.rejected_chars[differ]).astype(float), mean,
+                 clusters=cols.prompt[differ])
+    out |= metric("chars_gap", (cols.chosen_chars - cols.rejected_chars).astype(float), mean, clusters=cols.prompt)
 
     # AlpacaEval-style length control: the verdict (is side A the chosen?) regressed on tanh of the
     # standardised length difference A - B; the sides are assigned by a fixed coin per pair.
     diff = np.where(cols.a_is_chosen, cols.chosen_chars - cols.rejected_chars, cols.rejected_chars - cols.chosen_chars)
     sd = float(np.std(diff)) if len(diff) else 0.0
     xy = np.column_stack([np.tanh(diff / sd), cols.a_is_chosen.astype(float)]) if sd > 0 else np.empty((0, 2))
-    out |= metric("lc_length_coef", xy, logistic_coef, n_boot=200)
+    out |= metric("lc_length_coef", xy, logistic_coef, n_boot=200, clusters=cols.prompt if sd > 0 else None)
     out |= metric("spearman_score_length", np.asarray(rhos if rhos is not None else [], dtype=float), mean)
     return out
 
 
 def opener_bias(cols: PairColumns) -> dict:
-    out = metric("chosen_opener_rate", cols.chosen_opener.astype(float), mean) | \
-        metric("rejected_opener_rate", cols.rejected_opener.astype(float), mean)
-    one_sided = cols.chosen_opener[cols.chosen_opener != cols.rejected_opener].astype(float)
-    win = metric("opener_win_rate", one_sided, mean)
+    out = metric("chosen_opener_rate", cols.chosen_opener.astype(float), mean, clusters=cols.prompt) | \
+        metric("rejected_opener_rate", cols.rejected_opener.astype(float), mean, clusters=cols.prompt)
+    one_sided = cols.chosen_opener != cols.rejected_opener
+    win = metric("opener_win_rate", cols.chosen_opener[one_sided].astype(float), mean, clusters=cols.prompt[one_sided])
     return out | {"opener_win_rate": win["opener_win_rate"], "opener_win_rate_ci": win["opener_win_rate_ci"],
-                  "n_opener_pairs": win["opener_win_rate_n"]}
+                  "n_opener_pairs": win["opener_win_rate_n"], "opener_win_rate_clusters": win["opener_win_rate_clusters"]}
 
 
-def position_bias(first_won: Sequence[bool] | np.ndarray) -> dict:
-    """Share of pairwise verdicts (ties left out) won by the response shown first."""
-    m = metric("first_position_win_rate", np.asarray(first_won, dtype=float), mean)
+def position_bias(first_won: Sequence[bool] | np.ndarray, prompts: np.ndarray | None = None) -> dict:
+    """Share of pairwise verdicts (ties left out) won by the response shown first; ``prompts``: each
+    verdict's prompt, what the bootstrap resamples."""
+    m = metric("first_position_win_rate", np.asarray(first_won, dtype=float), mean, clusters=prompts)
     return {"first_position_win_rate": m["first_position_win_rate"],
-            "first_position_win_rate_ci": m["first_position_win_rate_ci"], "n": m["first_position_win_rate_n"]}
+            "first_position_win_rate_ci": m["first_position_win_rate_ci"], "n": m["first_position_win_rate_n"],
+            "first_position_win_rate_clusters": m["first_position_win_rate_clusters"]}
 
 
 def dataset_metrics(cols: PairColumns, rhos: np.ndarray | None = None,
-                    first_won: Sequence[bool] | np.ndarray = ()) -> dict:
+                    first_won: Sequence[bool] | np.ndarray = (), first_won_prompts: np.ndarray | None = None) -> dict:
     return {"n_pairs": len(cols), "length_bias": length_bias(cols, rhos), "opener_bias": opener_bias(cols),
-            "position_bias": position_bias(first_won)}
+            "position_bias": position_bias(first_won, first_won_prompts)}

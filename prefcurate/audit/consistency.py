@@ -19,7 +19,7 @@ from prefcurate.store import Store
 # x is the lower candidate id, y the other; shown_first names the one shown first; pick the winner.
 VERDICTS = """
 WITH v AS (
-    SELECT judge, rubric_hash, least(candidate_id, candidate_b_id) AS x, greatest(candidate_id, candidate_b_id) AS y,
+    SELECT prompt_id, judge, rubric_hash, least(candidate_id, candidate_b_id) AS x, greatest(candidate_id, candidate_b_id) AS y,
            repeat_index,
            CASE WHEN (pair_order = 'ab') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS shown_first,
            CASE WHEN winner = 'tie' THEN 'tie' WHEN (winner = 'a') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS pick
@@ -28,22 +28,22 @@ WITH v AS (
 """
 # Both orders of one comparison at one repeat: do they agree?
 SWAP_SQL = VERDICTS + """
-SELECT (count(DISTINCT pick) = 1)::DOUBLE AS agree FROM v
+SELECT hash(any_value(prompt_id)) AS prompt, (count(DISTINCT pick) = 1)::DOUBLE AS agree FROM v
 GROUP BY judge, rubric_hash, x, y, repeat_index HAVING count(DISTINCT shown_first) = 2
 ORDER BY judge, rubric_hash, x, y, repeat_index
 """
 # One comparison in one order, judged two or more times: how many times each answer was given,
 # and the answers of the first two repeats (for Cohen's kappa).
 REPEAT_SQL = VERDICTS + """
-SELECT count(*) FILTER (WHERE pick = 'x') AS n_x, count(*) FILTER (WHERE pick = 'y') AS n_y,
-       count(*) FILTER (WHERE pick = 'tie') AS n_tie,
+SELECT hash(any_value(prompt_id)) AS prompt, count(*) FILTER (WHERE pick = 'x') AS n_x,
+       count(*) FILTER (WHERE pick = 'y') AS n_y, count(*) FILTER (WHERE pick = 'tie') AS n_tie,
        list(pick ORDER BY repeat_index)[1] AS first, list(pick ORDER BY repeat_index)[2] AS second
 FROM v GROUP BY judge, rubric_hash, x, y, shown_first HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, x, y, shown_first
 """
 # Every verdict on one comparison, both orders and all repeats: the units of the noise estimate.
 NOISE_SQL = VERDICTS + """
-SELECT count(*) FILTER (WHERE pick = 'x') AS n_x, count(*) FILTER (WHERE pick = 'y') AS n_y,
+SELECT hash(any_value(prompt_id)) AS prompt, count(*) FILTER (WHERE pick = 'x') AS n_x, count(*) FILTER (WHERE pick = 'y') AS n_y,
        count(*) FILTER (WHERE pick = 'tie') AS n_tie
 FROM v GROUP BY judge, rubric_hash, x, y HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, x, y
@@ -51,14 +51,15 @@ ORDER BY judge, rubric_hash, x, y
 # Pointwise repeats: each candidate scored two or more times by one judge and rubric, its scores
 # rounded to whole points as the categories of Fleiss' kappa.
 SCORE_REPEATS_SQL = """
-SELECT stddev_samp(overall) AS sd, list(round(overall)::INTEGER ORDER BY repeat_index) AS ratings
+SELECT hash(any_value(prompt_id)) AS prompt, stddev_samp(overall) AS sd,
+       list(round(overall)::INTEGER ORDER BY repeat_index) AS ratings
 FROM v_scores
 GROUP BY judge, rubric_hash, candidate_id HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, candidate_id
 """
 # Pointwise repeats seen through the pairs: the order of chosen and rejected at each repeat.
 PAIR_SIGNS_SQL = """
-SELECT count(*) FILTER (WHERE c.overall > r.overall) AS n_x, count(*) FILTER (WHERE c.overall < r.overall) AS n_y,
+SELECT hash(any_value(pr.prompt_id)) AS prompt, count(*) FILTER (WHERE c.overall > r.overall) AS n_x, count(*) FILTER (WHERE c.overall < r.overall) AS n_y,
        count(*) FILTER (WHERE c.overall = r.overall) AS n_tie
 FROM pairs pr
 JOIN v_scores c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
@@ -128,10 +129,10 @@ def _kappa(counts: np.ndarray, first: np.ndarray | None = None, second: np.ndarr
 
 def consistency_metrics(store: Store) -> dict:
     """swap_consistency, repeat_flip_rate, kappa (with their n), score_sd_mean: see the README."""
-    agree = store.columns(SWAP_SQL)["agree"]
-    swap = metric("swap_consistency", agree, mean)
+    c = store.columns(SWAP_SQL)
+    swap = metric("swap_consistency", c["agree"], mean, clusters=c["prompt"])
     out = {"swap_consistency": swap["swap_consistency"], "swap_consistency_ci": swap["swap_consistency_ci"],
-           "n_swap": swap["swap_consistency_n"]}
+           "n_swap": swap["swap_consistency_n"], "swap_consistency_clusters": swap["swap_consistency_clusters"]}
 
     # Repeat agreement from pairwise verdicts where there are repeated ones, else from pointwise scores.
     repeats = store.query(REPEAT_SQL)
@@ -140,17 +141,19 @@ def consistency_metrics(store: Store) -> dict:
         counts = np.array([(r["n_x"], r["n_y"], r["n_tie"]) for r in repeats], dtype=float)
         flips = (np.count_nonzero(counts, axis=1) > 1).astype(float)
         kappa, method = _kappa(counts, np.array([r["first"] for r in repeats]), np.array([r["second"] for r in repeats]))
-        source = "pairwise"
+        source, prompts = "pairwise", np.array([r["prompt"] for r in repeats], dtype=np.uint64)
     else:
-        signs = _counts(store.columns(PAIR_SIGNS_SQL))
+        c = store.columns(PAIR_SIGNS_SQL)
+        signs, prompts = _counts(c), c["prompt"]
         flips = (np.count_nonzero(signs, axis=1) > 1).astype(float)
         counts = _score_counts([r["ratings"] for r in scores])
         kappa, method = _kappa(counts, *_first_two([r["ratings"] for r in scores]))
         source = "pointwise" if len(scores) else None
-    flip = metric("repeat_flip_rate", flips, mean)
+    flip = metric("repeat_flip_rate", flips, mean, clusters=prompts)
     sd = np.array([r["sd"] for r in scores], dtype=float)
     out |= {"repeat_flip_rate": flip["repeat_flip_rate"], "repeat_flip_rate_ci": flip["repeat_flip_rate_ci"],
-            "n_repeat": flip["repeat_flip_rate_n"], "kappa": kappa, "kappa_method": method, "repeat_source": source,
+            "n_repeat": flip["repeat_flip_rate_n"], "repeat_flip_rate_clusters": flip["repeat_flip_rate_clusters"],
+            "kappa": kappa, "kappa_method": method, "repeat_source": source,
             "score_sd_mean": float(sd.mean()) if len(sd) else None, "n_score_sd": int(len(sd))}
     return out
 
@@ -178,18 +181,19 @@ def noise_estimate(store: Store) -> dict:
     independently with one probability: estimated from how often two verdicts on the same comparison
     (other order, other repeat) disagree; pointwise repeats of the pairs are used when there are no
     pairwise verdicts to compare."""
-    counts, source = _counts(store.columns(NOISE_SQL)), "pairwise"
-    if not len(counts):
-        counts, source = _counts(store.columns(PAIR_SIGNS_SQL)), "pointwise"
+    c, source = store.columns(NOISE_SQL), "pairwise"
+    if not len(c["n_x"]):
+        c, source = store.columns(PAIR_SIGNS_SQL), "pointwise"
+    counts = _counts(c)
     if not len(counts):
         return {"rate": None, "rate_ci": None, "n": 0, "source": None, "label_smoothing": None, "loss_type": None,
                 "how": "needs repeated verdicts: judge.repeats >= 2, or judge.mode hybrid or pairwise"}
     units = _disagreement(counts)
-    d = metric("d", units, _ratio)
+    d = metric("d", units, _ratio, clusters=c["prompt"])
     rate = flip_probability(d["d"])
     ci = [flip_probability(x) for x in d["d_ci"]] if d["d_ci"] else None
     smoothing = round(min(rate, 0.49), 2) if rate is not None else None
-    return {"rate": rate, "rate_ci": ci, "n": len(counts), "source": source, "disagreement": d["d"],
+    return {"rate": rate, "rate_ci": ci, "n": len(counts), "clusters": d["d_clusters"], "source": source, "disagreement": d["d"],
             "label_smoothing": smoothing, "loss_type": "robust" if smoothing and smoothing >= 0.01 else "sigmoid"}
 
 

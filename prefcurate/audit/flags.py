@@ -12,14 +12,16 @@ from typing import Literal, get_args
 from prefcurate.audit.features import SHINGLES, WORDS
 from prefcurate.store import Store
 
-Flag = Literal["swap_inconsistent", "repeat_unstable", "reversed", "tie", "judge_failure", "low_margin",
+Flag = Literal["swap_inconsistent", "repeat_unstable", "reversed", "corrected", "tie", "judge_failure", "low_margin",
                "contradiction", "duplicate", "degenerate", "injection_attempt"]
 
 # name: (the stage whose output it concerns, what it means)
 FLAGS: dict[str, tuple[str, str]] = {
     "swap_inconsistent": ("judge", "the two orders of a pairwise comparison disagree (same repeat)"),
     "repeat_unstable": ("judge", "the verdict flips across repeats (pairwise, or the pointwise scores' order)"),
-    "reversed": ("judge", "every pairwise verdict prefers the rejected response over the chosen one"),
+    "reversed": ("judge", "every pairwise verdict prefers the rejected response, as the judge's own scores do not"),
+    "corrected": ("pairs", "every pairwise verdict prefers the rejected response, as the judge's own scores do: "
+                           "a rubric penalty (opener_penalty, length_penalty) set the order against the judge's bias"),
     "tie": ("judge", "a pairwise verdict on the pair was a tie"),
     "judge_failure": ("judge", "a judgment the pair depends on is a parse_error or api_error"),
     "low_margin": ("pairs", "the score margin is below audit.low_margin"),
@@ -32,8 +34,9 @@ FLAGS: dict[str, tuple[str, str]] = {
 assert set(FLAGS) == set(get_args(Flag))
 
 # low_margin is reported but does not block: the pairs stage already drops pairs below
-# pairs.min_margin, and a stricter cut is a choice, not a defect.
-DEFAULT_BLOCKING: tuple[str, ...] = tuple(f for f in FLAGS if f != "low_margin")
+# pairs.min_margin, and a stricter cut is a choice, not a defect. Nor does corrected: blocking it would
+# undo the rubric's penalty and give the judge's bias back to the snapshot.
+DEFAULT_BLOCKING: tuple[str, ...] = tuple(f for f in FLAGS if f not in ("low_margin", "corrected"))
 
 # Lower-cased and trimmed: what "the same text" means for duplicates and contradictions (texts that
 # differ in inner whitespace still meet as duplicates: their word trigrams are the same).
@@ -130,8 +133,9 @@ UNION ALL
 SELECT pair_id, 'repeat_unstable', string_agg(detail, '; ' ORDER BY detail)
 FROM (SELECT * FROM pairwise_repeats UNION ALL SELECT * FROM pointwise_repeats) GROUP BY pair_id
 UNION ALL
-SELECT pair_id, 'reversed', 'all ' || n_verdicts || ' pairwise verdicts prefer the rejected response'
-FROM verdicts WHERE verdict = 'reversed'
+SELECT pair_id, verdict, 'all ' || n_verdicts || ' pairwise verdicts prefer the rejected response'
+       || CASE verdict WHEN 'corrected' THEN ', as the judge''s own scores do before the rubric''s penalties' ELSE '' END
+FROM verdicts WHERE verdict IN ('reversed', 'corrected')
 UNION ALL
 SELECT pair_id, 'tie', ties || ' of ' || n_verdicts || ' pairwise verdicts were ties'
 FROM verdicts WHERE ties > 0

@@ -34,8 +34,8 @@ def _get(metrics: dict, path: tuple[str, ...]):
     return metrics
 
 
-def judge_gate(value: float | None, ci: list[float] | None, n: int, threshold: GateThreshold) -> dict:
-    out = {"value": value, "ci": ci, "threshold": threshold.model_dump(), "n": n}
+def judge_gate(value: float | None, ci: list[float] | None, n: int, threshold: GateThreshold, clusters: int = 0) -> dict:
+    out = {"value": value, "ci": ci, "threshold": threshold.model_dump(), "n": n, "clusters": clusters}
     if value is None or ci is None:
         return out | {"status": "inconclusive", "n_needed": None}
     lo, hi = ci
@@ -58,8 +58,9 @@ def evaluate_gates(metrics: dict, overrides: dict[str, GateThreshold] | None = N
     """(gates by name, passed: no gate failed, how many were inconclusive)."""
     gates = {}
     for name, (path, n_path, default) in DEFAULT_GATES.items():
-        ci = _get(metrics, path[:-1] + (path[-1] + "_ci",))
-        gates[name] = judge_gate(_get(metrics, path), ci, _get(metrics, n_path) or 0, (overrides or {}).get(name, default))
+        ci, clusters = (_get(metrics, path[:-1] + (path[-1] + suffix,)) for suffix in ("_ci", "_clusters"))
+        gates[name] = judge_gate(_get(metrics, path), ci, _get(metrics, n_path) or 0, (overrides or {}).get(name, default),
+                                 clusters or 0)
     statuses = [g["status"] for g in gates.values()]
     return gates, "failed" not in statuses, statuses.count("inconclusive")
 
@@ -88,5 +89,6 @@ def gate_sentence(name: str, gate: dict) -> str:
     said = GATE_WORDS.get(name, name + " was {v:.3g}").format(v=gate["value"])
     lo, hi = gate["ci"]
     more = f"; about {gate['n_needed']} would decide it" if gate.get("n_needed") else ""
-    return (f"{gate['status']:<12} {said} (95% interval {show(lo)} to {show(hi)}, n={gate['n']}; allowed: {allowed}"
-            f"{more})")
+    prompts = f" over {gate['clusters']} prompts" if gate.get("clusters") else ""  # older stored audits did not count them
+    return (f"{gate['status']:<12} {said} (95% interval {show(lo)} to {show(hi)}, n={gate['n']}{prompts}; "
+            f"allowed: {allowed}{more})")

@@ -34,16 +34,17 @@ def interval(ci) -> str:
 
 
 def bias_table(metrics: dict) -> Table:
-    """Each bias metric as a row: value, 95% interval, n."""
+    """Each bias metric as a row: value, 95% interval, n, and the prompts its bootstrap resampled."""
     rows = []
     for section in ("length_bias", "opener_bias", "position_bias"):
         values = metrics.get(section) or {}
         for key, value in values.items():
-            if key.endswith("_ci") or key.endswith("_n") or key in {"n", "n_opener_pairs"}:
+            if key.endswith(("_ci", "_n", "_clusters")) or key in {"n", "n_opener_pairs"}:
                 continue
             n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
-            rows.append((f"{section}.{key}", fmt(value) or "n/a", interval(values.get(f"{key}_ci")), n))
-    return Table("Judge bias", ["metric", "value", "95% interval", "n"], rows)
+            rows.append((f"{section}.{key}", fmt(value) or "n/a", interval(values.get(f"{key}_ci")), n,
+                         values.get(f"{key}_clusters")))
+    return Table("Judge bias", ["metric", "value", "95% interval", "n", "prompts"], rows)
 
 
 def audit_tables(metrics: dict) -> list[Table]:
@@ -54,19 +55,22 @@ def audit_tables(metrics: dict) -> list[Table]:
         Table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score"],
               [(k, v["n"], fmt(v.get("mean_shift")), fmt(v.get("flip_rate")), fmt(v.get("mean_score")))
                for k, v in metrics["probes"].items()]),
-        Table("Consistency", ["metric", "value", "95% interval", "n"], [
-            ("swap_consistency", fmt(c["swap_consistency"]), interval(c["swap_consistency_ci"]), c["n_swap"]),
-            ("repeat_flip_rate", fmt(c["repeat_flip_rate"]), interval(c["repeat_flip_rate_ci"]), c["n_repeat"]),
-            (f"kappa ({c['kappa_method'] or 'no repeats'}, {c['repeat_source'] or '-'})", fmt(c["kappa"]), "", c["n_repeat"]),
-            ("score_sd_mean", fmt(c["score_sd_mean"]), "", c["n_score_sd"]),
-            ("noise_estimate", fmt(noise["rate"]), interval(noise["rate_ci"]), noise["n"]),
-            ("suggested label_smoothing", fmt(noise["label_smoothing"]), noise["loss_type"] or "", ""),
+        Table("Consistency", ["metric", "value", "95% interval", "n", "prompts"], [
+            ("swap_consistency", fmt(c["swap_consistency"]), interval(c["swap_consistency_ci"]), c["n_swap"],
+             c.get("swap_consistency_clusters")),
+            ("repeat_flip_rate", fmt(c["repeat_flip_rate"]), interval(c["repeat_flip_rate_ci"]), c["n_repeat"],
+             c.get("repeat_flip_rate_clusters")),
+            (f"kappa ({c['kappa_method'] or 'no repeats'}, {c['repeat_source'] or '-'})", fmt(c["kappa"]), "", c["n_repeat"], ""),
+            ("score_sd_mean", fmt(c["score_sd_mean"]), "", c["n_score_sd"], ""),
+            ("noise_estimate", fmt(noise["rate"]), interval(noise["rate_ci"]), noise["n"], noise.get("clusters", "")),
+            ("suggested label_smoothing", fmt(noise["label_smoothing"]), noise["loss_type"] or "", "", ""),
         ]),
         Table("Flags", ["flag", "stage", "pairs", "blocks snapshots"],
               [(flag, FLAGS[flag][0], n, "yes" if flag in metrics["blocking_flags"] else "no")
                for flag, n in metrics["flags"].items()]),
-        Table("Gates", ["gate", "value", "95% interval", "threshold", "status"],
-              [(k, fmt(g["value"]), interval(g["ci"]), " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
+        Table("Gates", ["gate", "value", "95% interval", "n", "prompts", "threshold", "status"],
+              [(k, fmt(g["value"]), interval(g["ci"]), g["n"], g.get("clusters"),
+                " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
                 g["status"] + (f" (n needed ~{g['n_needed']})" if g.get("n_needed") else ""))
                for k, g in metrics["gates"].items()]),
     ]
@@ -140,8 +144,11 @@ def bars(title: str, labels: list[str], values: list[float], y_label: str,
         if len(values) <= 12:
             body.append(f'<text x="{x + step * 0.35:.1f}" y="{H - PAD + 14}" text-anchor="middle" font-size="10">'
                         f'{html.escape(label)}</text>')
-    body.append(f'<text x="{PAD - 4}" y="{y(hi) + 4:.1f}" text-anchor="end" font-size="10">{hi:.3g}</text>'
-                f'<text x="{PAD - 4}" y="{y(lo) + 4:.1f}" text-anchor="end" font-size="10">{lo:.3g}</text>')
+    ticks = [hi, lo] if lo == 0 or y(lo) - y(0) >= 12 else [hi]  # a low end next to zero would overprint it
+    if lo < 0:  # the bars stand on zero, not on the axis
+        ticks.append(0.0)
+        body.append(f'<line x1="{PAD}" y1="{y(0):.1f}" x2="{W - 14}" y2="{y(0):.1f}" stroke="#888" stroke-dasharray="3,3"/>')
+    body += [f'<text x="{PAD - 4}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="10">{t:.3g}</text>' for t in ticks]
     return svg("".join(body), "", y_label, title) if standalone else _frame(title, "".join(body), "", y_label)
 
 

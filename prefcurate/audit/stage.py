@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from prefcurate.audit.consistency import consistency_metrics, noise_estimate
 from prefcurate.audit.flags import by_stage, compute_flags, save_flags
 from prefcurate.audit.gates import evaluate_gates
+from prefcurate.audit.intervals import BOOTSTRAP, UNIT
 from prefcurate.audit.metrics import failure_rates, margin_distribution, probe_metrics, store_metrics
 from prefcurate.audit.report import markdown
 from prefcurate.context import RunContext
@@ -19,6 +20,8 @@ from prefcurate.ids import content_id
 from prefcurate.stats import StageStats
 from prefcurate.store import Store, utc_now
 
+# How every interval of the audit was made.
+INTERVALS = {"method": "percentile bootstrap, 95%", "resampled": UNIT, "replicates": BOOTSTRAP}
 # The rows an audit looks at: counts of snapshots and training runs are not part of what it audited.
 AUDITED = ("prompts", "prompts skipped", "candidates", "judgments", "judgment failures", "pairs")
 
@@ -51,6 +54,7 @@ def full_audit(store: Store, ctx: RunContext) -> dict:
     metrics["margins"] = margin_distribution(store)
     counts = store.counts()
     metrics["counts"] = {k: counts[k] for k in AUDITED}
+    metrics["intervals"] = INTERVALS
     flagged = compute_flags(store, cfg.low_margin, cfg.duplicate_jaccard, cfg.repetition_max)
     metrics["flags"] = flagged["counts"]
     metrics["flags_by_stage"] = by_stage(flagged["counts"])

@@ -74,9 +74,20 @@ def _cpu_workarounds(cfg: VLLMEngine) -> dict:
 def shutdown_engines() -> None:
     """Stop every engine's worker processes (``del`` alone leaves them running)."""
     while _ENGINES:
-        _, llm = _ENGINES.popitem()
-        llm.llm_engine.engine_core.shutdown(timeout=1)
-        del llm
+        _stop(_ENGINES.popitem()[1])
+
+
+def shutdown_engine(cfg: VLLMEngine, max_lora_rank: int | None = None) -> None:
+    """Stop the engine ``get_llm`` started for these settings, if it did, and no other (a training run's
+    evaluation engine, not the session's generation engine)."""
+    llm = _ENGINES.pop(_engine_key(cfg, max_lora_rank), None)
+    if llm is not None:
+        _stop(llm)
+
+
+def _stop(llm) -> None:
+    llm.llm_engine.engine_core.shutdown(timeout=1)
+    del llm
     gc.collect()
 
 
