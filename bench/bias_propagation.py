@@ -68,7 +68,7 @@ class Settings:
     opener_bonus: float = 3.0         # its points for an opener
     min_margin: float = 0.5           # pairs.min_margin of every arm
     probe_sample: int = 60            # pairs probed per arm (opener injection, padding, swap)
-    steps: int = 30                   # DPO optimiser steps per arm
+    steps: int = 20                   # DPO optimiser steps per arm
     batch: int = 4                    # pairs per step
     learning_rate: float = 5e-4       # LoRA learning rate
     beta: float = 0.1
