@@ -197,9 +197,11 @@ class AnthropicJudge:
             return pairwise_user_message(self.rubric, task), VERDICT_TOOL_SPEC
         return pointwise_user_message(self.rubric, task), self.score_tool
 
-    def _params(self, messages: list[dict], tool: dict) -> dict:
+    def _params(self, messages: list[dict], tool: dict, task: JudgeTask) -> dict:
         # No sampling parameters: SDK 2.x's Messages API no longer takes them.
-        return {"model": self.cfg.model, "max_tokens": self.cfg.max_output_tokens, "system": self.system,
+        system = self.system if task.instructions is None else [
+            {"type": "text", "text": rubric_system_prompt(self.rubric, task.instructions), "cache_control": {"type": "ephemeral"}}]
+        return {"model": self.cfg.model, "max_tokens": self.cfg.max_output_tokens, "system": system,
                 "messages": messages, "tools": [tool], "tool_choice": {"type": "tool", "name": tool["name"]}}
 
     def _read(self, message: dict, tool: dict, task: JudgeTask) -> tuple[str | None, dict, dict | None]:
@@ -233,7 +235,7 @@ class AnthropicJudge:
                     try:
                         # The body as sent, read as JSON here: the SDK's typed Message costs client CPU
                         # that limits throughput at high concurrency, and the body is what is stored.
-                        answer = await client.messages.with_raw_response.create(**self._params(messages, tool))
+                        answer = await client.messages.with_raw_response.create(**self._params(messages, tool, task))
                         raw = await answer.text()
                         message = json.loads(raw)
                         if not isinstance(message, dict):
@@ -275,7 +277,7 @@ class AnthropicJudge:
             if self.cfg.max_usd is not None and self.spent + self.reserved + worst > self.cfg.max_usd:
                 break
             self.reserved += worst
-            requests.append({"custom_id": custom_id, "params": self._params([{"role": "user", "content": user}], tool)})
+            requests.append({"custom_id": custom_id, "params": self._params([{"role": "user", "content": user}], tool, task)})
         if not requests:
             return None, 0
         with Anthropic(max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s) as client:

@@ -52,7 +52,8 @@ class OpenAIJudge:
         kind = "pairwise" if task.pairwise else "pointwise"
         how = "as a JSON object with the fields the schema asks for"
         user = (pairwise_user_message if task.pairwise else pointwise_user_message)(self.rubric, task, how)
-        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        system = self.system if task.instructions is None else rubric_system_prompt(self.rubric, task.instructions)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         fmt = {"type": "json_schema", "json_schema": {"name": f"{kind}_verdict", "schema": self.schemas[kind], "strict": True}}
         tokens_in = tokens_out = 0
         start = time.perf_counter()

@@ -5,16 +5,19 @@
 - padding: content-free filler adding about half the length to the rejected response; the same.
 - swap: the pair judged pairwise in both orders; do the two verdicts disagree?
 - null_response: a content-free answer judged for the pair's prompt; what score does it get?
+- template: both responses of the pair scored again under each of the rubric's ``variants``
+  (paraphrases of its instructions); does the verdict change with the wording?
 
 Probe judgments are stored like any other, with the probe's name, so a rerun repeats none.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prefcurate.audit.features import opener_of
 from prefcurate.context import RunContext
+from prefcurate.ids import content_id
 from prefcurate.judge.runner import JudgeStats, item, judge_missing, pair_items, task_for
 from prefcurate.store import Store
 
@@ -34,6 +37,11 @@ FROM v_pairs v JOIN prompts p USING (prompt_id)
 WHERE v.judge = ? AND v.rubric_hash = ?
 ORDER BY md5(v.pair_id) LIMIT ?
 """
+
+
+def template_probe(variant: str) -> str:
+    """The probe name of one paraphrase: its own hash, so an edited paraphrase is judged afresh."""
+    return "template:" + content_id("template", variant, length=8)
 
 
 def pad(text: str) -> str:
@@ -78,5 +86,20 @@ def score_probes(ctx: RunContext, pairs: list[dict]) -> list:
     if "null_response" in kinds:
         perturbed += [("null_response", pr, f"null:{pid}", NULL_RESPONSE) for pid, pr in
                       {pr["prompt_id"]: pr for pr in pairs}.items()]
-    return [item(ctx, task_for(pr, rubric, (text,)), pr["prompt_id"], cand, probe=probe)
-            for probe, pr, cand, text in perturbed]
+    items = [item(ctx, task_for(pr, rubric, (text,)), pr["prompt_id"], cand, probe=probe)
+             for probe, pr, cand, text in perturbed]
+    if "template" in kinds:
+        items += template_items(ctx, pairs)
+    return items
+
+
+def template_items(ctx: RunContext, pairs: list[dict]) -> list:
+    """Both responses of each pair, scored under each of the rubric's variants (once per candidate)."""
+    rubric, items = ctx.require_rubric(), {}
+    for variant in rubric.variants:
+        for pr in pairs:
+            for side in ("chosen", "rejected"):
+                task = replace(task_for(pr, rubric, (pr[f"{side}_text"],)), instructions=variant)
+                it = item(ctx, task, pr["prompt_id"], pr[f"{side}_id"], probe=template_probe(variant))
+                items[it.judgment_id] = it
+    return list(items.values())

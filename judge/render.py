@@ -11,8 +11,9 @@ from prefcurate.judge.verdict import JudgeTask
 from prefcurate.rubric import Criterion, Rubric
 
 
-def rubric_system_prompt(rubric: Rubric) -> str:
-    lines = [rubric.instructions.strip(), "", f"Scale: {rubric.scale.min} (worst) to {rubric.scale.max} (best).", "",
+def rubric_system_prompt(rubric: Rubric, instructions: str | None = None) -> str:
+    """The rubric as a system message; ``instructions`` in place of the rubric's own (a paraphrase)."""
+    lines = [(instructions or rubric.instructions).strip(), "", f"Scale: {rubric.scale.min} (worst) to {rubric.scale.max} (best).", "",
              "Criteria:"]
     for c in rubric.criteria:
         lines.append(f"- {c.name} (weight {c.weight:g}): {c.description}")
@@ -54,7 +55,7 @@ def pointwise_messages(rubric: Rubric, criterion: Criterion, task: JudgeTask) ->
         f"Score the response on the criterion named below, from {rubric.scale.min} to {rubric.scale.max} as the "
         f"rubric describes it. Answer with the number only.\nCriterion: {criterion.name}"
     )
-    return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": rubric_system_prompt(rubric, task.instructions)}, {"role": "user", "content": user}]
 
 
 def pointwise_user_message(rubric: Rubric, task: JudgeTask, answer_with: str = "by calling the submit_scores tool") -> str:
@@ -77,7 +78,7 @@ def pairwise_messages(rubric: Rubric, task: JudgeTask) -> list[dict[str, str]]:
     user = pair_block(task) + (
         "Considering every criterion of the rubric, which response is better? Answer with the letter A or B only."
     )
-    return [{"role": "system", "content": rubric_system_prompt(rubric)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": rubric_system_prompt(rubric, task.instructions)}, {"role": "user", "content": user}]
 
 
 def pairwise_user_message(rubric: Rubric, task: JudgeTask, answer_with: str = "by calling the submit_verdict tool") -> str:

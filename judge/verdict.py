@@ -14,6 +14,7 @@ class JudgeTask:
     prompt: list[dict[str, str]]  # the conversation the responses answer
     responses: tuple[str, ...]  # one: score it (pointwise); two: which is better, in the order shown (pairwise)
     reference: str | None = None  # a reference answer from the prompt's metadata, shown to the judge
+    instructions: str | None = None  # a paraphrase of the rubric's instructions (the template probe); None: its own
 
     @property
     def pairwise(self) -> bool:

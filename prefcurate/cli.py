@@ -369,6 +369,32 @@ def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="P
         console.print(f"report: {html}", soft_wrap=True)
 
 
+@app.command()
+@errors_to_exit
+def validate(full: Annotated[bool, typer.Option("--full", help="Repeat every scenario over --seeds seeds and report "
+                                                 "interval coverage and false failures.")] = False,
+             seeds: Annotated[int, typer.Option(min=1, help="Seeds per scenario with --full.")] = 200,
+             prompts: Annotated[int, typer.Option(min=50, help="Prompts (one pair each) per simulated store.")] = 400,
+             as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object.")] = False,
+             quiet: Quiet = False) -> None:
+    """Check the audit itself on simulated judges with planted biases: do its intervals cover the truth,
+    do the right gates fail? Exit 1 when they do not."""
+    from prefcurate.audit.validate import SCENARIOS, held, tables
+    from prefcurate.audit.validate import validate as run_validation
+    from prefcurate.progress import track
+
+    n = seeds if full else 1
+    with track(n * len(SCENARIOS), "auditing simulated judges", show=not quiet and not as_json) as t:
+        summary = run_validation(n, prompts, on_step=t.advance)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for table in tables(summary):
+            print_table(table.title, table.columns, table.rows)
+    if not held(summary):
+        raise typer.Exit(1)
+
+
 @app.command("audit-dataset")
 @errors_to_exit
 def audit_dataset(

@@ -201,10 +201,11 @@ class PairsConfig(_Section):
 
 class ProbesConfig(_Section):
     sample: int = Field(50, ge=0, description="Pairs (and their prompts) probed per run; 0: no probes.")
-    kinds: list[Literal["opener_injection", "padding", "swap", "null_response"]] = Field(
+    kinds: list[Literal["opener_injection", "padding", "swap", "null_response", "template"]] = Field(
         default_factory=lambda: ["opener_injection", "padding", "swap", "null_response"],
         description="Perturbations re-judged: an opener prepended, content-free padding, the pair in both "
-        "orders, a content-free answer.")
+        "orders, a content-free answer; template: both responses scored under each of the rubric's variants "
+        "(paraphrased instructions).")
 
 
 class GateThreshold(_Section):
@@ -215,6 +216,9 @@ class GateThreshold(_Section):
 class AuditConfig(_Section):
     gates: dict[str, GateThreshold] = Field(default_factory=dict, description="Overrides of the default gate "
                                             "thresholds, by gate name (see the README).")
+    alpha: float = Field(0.05, gt=0, lt=1, description="A gate fails only when its Benjamini-Hochberg q-value across "
+                         "the gates is below this (and its estimate lies beyond its threshold); also the level of each "
+                         "gate's minimum detectable effect.")
     openers: list[str] = Field(default_factory=lambda: list(OPENERS), description="Phrases that count as a "
                                "flattering opener, matched case-insensitively at the start after markdown emphasis.")
     closers: list[str] = Field(default_factory=lambda: list(CLOSERS), description="Phrases that count as a stock "
@@ -225,6 +229,9 @@ class AuditConfig(_Section):
                               "flagged low_margin.")
     duplicate_jaccard: float = Field(0.9, gt=0, le=1, description="Chosen and rejected whose word-trigram Jaccard "
                                      "similarity reaches this are flagged duplicate.")
+    judge_family: str | None = Field(None, description="The model family whose candidates count as the judge's own, "
+                                     "for self_preference and the self_preferred flag, e.g. claude (None: the first "
+                                     "word of the judge's model name).")
     repetition_max: float = Field(0.5, gt=0, le=1, description="A response of 12+ words whose share of repeated word "
                                   "trigrams reaches this is a repetition loop (flagged degenerate).")
 

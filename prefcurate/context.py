@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from prefcurate.audit.features import Phrases
 from prefcurate.config import Config, load_config
-from prefcurate.errors import PrefcurateError
+from prefcurate.errors import ConfigError, PrefcurateError
 from prefcurate.ids import content_id
 from prefcurate.inputs import PromptFile, load_prompts
 from prefcurate.rubric import Rubric, load_rubric
@@ -45,7 +45,11 @@ class RunContext(BaseModel):
     @classmethod
     def of(cls, config: Config, *, source: str = "the config given in code", **fields) -> RunContext:
         """The context of a config in hand, its rubric loaded from ``judge.rubric``."""
-        return cls(**_decided(config), source=source, rubric=load_rubric(config.judge.rubric), **fields)
+        rubric = load_rubric(config.judge.rubric)
+        if "template" in config.probes.kinds and not rubric.variants:
+            raise ConfigError(f"{config.judge.rubric}: probes.kinds has template but the rubric has no variants; add "
+                              "variants (paraphrases of its instructions) to the rubric, or drop template from probes.kinds")
+        return cls(**_decided(config), source=source, rubric=rubric, **fields)
 
     @classmethod
     def resolve(cls, config_path: str, *, shard: tuple[int, int] | None = None, show_progress: bool = False,

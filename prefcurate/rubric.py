@@ -51,6 +51,10 @@ class Rubric(_Strict):
     length_penalty: float = Field(0.0, ge=0, description="Subtracted from the overall score of every candidate per 100 "
                                   "characters when pairs are built (a length-biased judge's bonus, as the audit's "
                                   "padding probe measures it: shift_per_100_chars); not part of the hash either.")
+    variants: list[str] = Field(default_factory=list, description="Paraphrases of instructions, for the template "
+                                "probe: the sampled pairs are scored again under each, and the audit reports how often "
+                                "the verdict changes with the wording; not part of the hash (each variant's judgments "
+                                "carry the variant's own hash in their probe name).")
     reference_key: str | None = Field("reference", description="Prompt metadata key whose value, if present, is "
                                       "shown to the judge as a reference answer (None: never).")
 
@@ -67,7 +71,7 @@ class Rubric(_Strict):
 
     @cached_property  # computed once: it is part of every judgment's id
     def hash(self) -> str:
-        return content_id("rubric", self.model_dump(exclude={"opener_penalty", "length_penalty"}))
+        return content_id("rubric", self.model_dump(exclude={"opener_penalty", "length_penalty", "variants"}))
 
     def overall(self, scores: dict[str, float]) -> float:
         return sum(c.weight * scores[c.name] for c in self.criteria)

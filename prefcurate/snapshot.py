@@ -181,7 +181,8 @@ def _freeze(folder: Path, splits: dict[str, list], manifest: dict) -> Path:
 def _describe(gate: dict) -> str:
     ci = f" [{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]" if gate["ci"] else ""
     bounds = ", ".join(f"{k} {v}" for k, v in gate["threshold"].items() if v is not None)
-    return f"{gate['value']:.3f}{ci}, allowed {bounds}"
+    q = f", q={gate['q']:.2g}" if gate.get("q") is not None else ""
+    return f"{gate['value']:.3f}{ci}{q}, allowed {bounds}"
 
 
 def _from_row(row: dict, created: bool = False) -> Snapshot:

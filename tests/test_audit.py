@@ -56,7 +56,7 @@ def test_audit_dataset_on_autoj_matches_an_independent_computation(cli):
     one_sided = [c for c, r in zip(c_open, r_open) if c != r]
     assert ob["n_opener_pairs"] == len(one_sided) and ob["opener_win_rate"] == sum(one_sided) / len(one_sided)
     assert m["position_bias"] == {"first_position_win_rate": None, "first_position_win_rate_ci": None, "n": 0,
-                                  "first_position_win_rate_clusters": 0}
+                                  "first_position_win_rate_clusters": 0, "first_position_win_rate_se": None}
 
 
 def test_length_controlled_coefficient_sees_a_planted_length_preference():
@@ -173,7 +173,8 @@ def test_html_report_is_self_contained_with_its_plots(cli, pipeline_store, tmp_p
     with Store(pipeline_store) as store:
         scored = store.scalar("SELECT count(DISTINCT candidate_id) FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise'")
     assert page.tags.count("circle") == scored  # one point per scored candidate
-    assert page.tags.count("rect") >= 4 and page.tags.count("table") == 5
+    # Judge bias, probes, consistency, self-preference, flags, gates.
+    assert page.tags.count("rect") >= 4 and page.tags.count("table") == 6
 
 
 def test_the_opener_list_is_configurable(cli, tmp_path):

@@ -116,6 +116,8 @@ def test_rubric_hash_changes_with_content(tmp_path):
     assert load_rubric(edited).hash == load_rubric(RUBRIC).hash
     edited.write_text(text + "opener_penalty: 2.0\n")  # applied when pairs are built; changes no judgment
     assert load_rubric(edited).hash == load_rubric(RUBRIC).hash and load_rubric(edited).opener_penalty == 2.0
+    edited.write_text(text.replace("Act as an impartial", "Act as a fair"))  # a paraphrase: judged under its own name
+    assert load_rubric(edited).hash == load_rubric(RUBRIC).hash and load_rubric(edited).variants[0].startswith("Act as a fair")
     edited.write_text(text.replace("Is it clear", "Is it very clear"))
     assert load_rubric(edited).hash != load_rubric(RUBRIC).hash
 

@@ -99,7 +99,10 @@ def test_snapshot_refuses_a_judge_that_failed_the_audit_unless_forced(cli, biase
     before = table_checksums(biased_db)
     result = cli("snapshot", "create", "--db", biased_db)
     assert result.exit_code == 2
-    assert "failed 2 gate(s): first_position_win_rate (0.875" in result.stderr and "swap_consistency (0.333" in result.stderr
+    # 40 of 60 comparisons went to the first-shown response in both orders, none to the second: McNemar's
+    # exact p is 2 * 0.5**40, and of the verdicts that changed with the order, the first shown won them all.
+    assert "failed 3 gate(s): first_position_win_rate (0.875" in result.stderr and "swap_consistency (0.333" in result.stderr
+    assert "first_position_flip_share (1.000" in result.stderr and "q=1.8e-12" in result.stderr
     assert "pass --force to snapshot anyway" in result.stderr
     assert table_checksums(biased_db) == before  # not even the audit or the run is recorded
 
@@ -110,7 +113,7 @@ def test_snapshot_refuses_a_judge_that_failed_the_audit_unless_forced(cli, biase
     manifest = json.loads(cli("snapshot", "show", snapshot_id, "--db", biased_db).output)
     audit = manifest["audit"]
     assert audit["forced"] is True and audit["passed"] is False
-    assert audit["failed_gates"] == ["first_position_win_rate", "swap_consistency"]
+    assert audit["failed_gates"] == ["first_position_win_rate", "first_position_flip_share", "swap_consistency"]
     assert audit["flags"]["swap_inconsistent"] == 40 and audit["pairs_excluded"] == 40
     with Store(biased_db) as store:
         assert store.scalar("SELECT audit_id FROM snapshots") == audit["audit_id"]

@@ -96,17 +96,25 @@ def opener_bias(cols: PairColumns) -> dict:
         metric("rejected_opener_rate", cols.rejected_opener.astype(float), mean, clusters=cols.prompt)
     one_sided = cols.chosen_opener != cols.rejected_opener
     win = metric("opener_win_rate", cols.chosen_opener[one_sided].astype(float), mean, clusters=cols.prompt[one_sided])
-    return out | {"opener_win_rate": win["opener_win_rate"], "opener_win_rate_ci": win["opener_win_rate_ci"],
-                  "n_opener_pairs": win["opener_win_rate_n"], "opener_win_rate_clusters": win["opener_win_rate_clusters"]}
+    return out | {"n_opener_pairs": win.pop("opener_win_rate_n")} | win
 
 
 def position_bias(first_won: Sequence[bool] | np.ndarray, prompts: np.ndarray | None = None) -> dict:
     """Share of pairwise verdicts (ties left out) won by the response shown first; ``prompts``: each
     verdict's prompt, what the bootstrap resamples."""
     m = metric("first_position_win_rate", np.asarray(first_won, dtype=float), mean, clusters=prompts)
-    return {"first_position_win_rate": m["first_position_win_rate"],
-            "first_position_win_rate_ci": m["first_position_win_rate_ci"], "n": m["first_position_win_rate_n"],
-            "first_position_win_rate_clusters": m["first_position_win_rate_clusters"]}
+    return {"n": m.pop("first_position_win_rate_n")} | m
+
+
+def position_flips(first_twice: np.ndarray, second_twice: np.ndarray, prompts: np.ndarray) -> dict:
+    """Of the comparisons whose verdict changed with the order, the share the response shown first won
+    both times (first_position_flip_share, with its interval), and McNemar's two counts. A judge fair on
+    clear cases that picks the first-shown response on close calls barely moves the overall first-position
+    win rate; this share, conditional on the flips, is where it shows."""
+    discordant = first_twice | second_twice
+    m = metric("first_position_flip_share", first_twice[discordant].astype(float), mean, clusters=prompts[discordant])
+    return {"n_flips": m.pop("first_position_flip_share_n"), "first_twice": int(first_twice.sum()),
+            "second_twice": int(second_twice.sum())} | m
 
 
 def dataset_metrics(cols: PairColumns, rhos: np.ndarray | None = None,

@@ -12,20 +12,11 @@ import math
 
 import numpy as np
 
-from prefcurate.audit.intervals import mean, metric
+from prefcurate.audit.intervals import mean, metric, ratio
 from prefcurate.store import Store
 
-# Every plain, successful pairwise verdict, said about its two responses in a fixed orientation:
-# x is the lower candidate id, y the other; shown_first names the one shown first; pick the winner.
-VERDICTS = """
-WITH v AS (
-    SELECT prompt_id, judge, rubric_hash, least(candidate_id, candidate_b_id) AS x, greatest(candidate_id, candidate_b_id) AS y,
-           repeat_index,
-           CASE WHEN (pair_order = 'ab') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS shown_first,
-           CASE WHEN winner = 'tie' THEN 'tie' WHEN (winner = 'a') = (candidate_id < candidate_b_id) THEN 'x' ELSE 'y' END AS pick
-    FROM v_comparisons WHERE status = 'ok'
-)
-"""
+# Every plain, successful pairwise verdict, in a fixed orientation (see the view).
+VERDICTS = "WITH v AS (SELECT * FROM v_oriented_verdicts WHERE probe IS NULL)"
 # Both orders of one comparison at one repeat: do they agree?
 SWAP_SQL = VERDICTS + """
 SELECT hash(any_value(prompt_id)) AS prompt, (count(DISTINCT pick) = 1)::DOUBLE AS agree FROM v
@@ -78,11 +69,6 @@ def _disagreement(counts: np.ndarray) -> np.ndarray:
     return np.column_stack([nx * ny + 0.5 * nt * (nx + ny), n * (n - 1) / 2])
 
 
-def _ratio(rows: np.ndarray) -> float:
-    total = rows[:, 1].sum()
-    return float(rows[:, 0].sum() / total) if total else math.nan
-
-
 def flip_probability(disagreement: float | None) -> float | None:
     """The per-verdict flip probability e that explains a disagreement rate d between two verdicts
     on the same comparison, if each verdict flips independently: d = 2e(1 - e)."""
@@ -131,8 +117,7 @@ def consistency_metrics(store: Store) -> dict:
     """swap_consistency, repeat_flip_rate, kappa (with their n), score_sd_mean: see the README."""
     c = store.columns(SWAP_SQL)
     swap = metric("swap_consistency", c["agree"], mean, clusters=c["prompt"])
-    out = {"swap_consistency": swap["swap_consistency"], "swap_consistency_ci": swap["swap_consistency_ci"],
-           "n_swap": swap["swap_consistency_n"], "swap_consistency_clusters": swap["swap_consistency_clusters"]}
+    out = {"swap_consistency": swap["swap_consistency"], "n_swap": swap["swap_consistency_n"]} | _extras(swap)
 
     # Repeat agreement from pairwise verdicts where there are repeated ones, else from pointwise scores.
     repeats = store.query(REPEAT_SQL)
@@ -151,11 +136,15 @@ def consistency_metrics(store: Store) -> dict:
         source = "pointwise" if len(scores) else None
     flip = metric("repeat_flip_rate", flips, mean, clusters=prompts)
     sd = np.array([r["sd"] for r in scores], dtype=float)
-    out |= {"repeat_flip_rate": flip["repeat_flip_rate"], "repeat_flip_rate_ci": flip["repeat_flip_rate_ci"],
-            "n_repeat": flip["repeat_flip_rate_n"], "repeat_flip_rate_clusters": flip["repeat_flip_rate_clusters"],
+    out |= {"repeat_flip_rate": flip["repeat_flip_rate"], "n_repeat": flip["repeat_flip_rate_n"]} | _extras(flip) | {
             "kappa": kappa, "kappa_method": method, "repeat_source": source,
             "score_sd_mean": float(sd.mean()) if len(sd) else None, "n_score_sd": int(len(sd))}
     return out
+
+
+def _extras(m: dict) -> dict:
+    """A metric's interval, prompts and standard error (its n is named apart)."""
+    return {k: v for k, v in m.items() if k.endswith(("_ci", "_clusters", "_se"))}
 
 
 def _score_counts(ratings: list[list[int]]) -> np.ndarray:
@@ -189,7 +178,7 @@ def noise_estimate(store: Store) -> dict:
         return {"rate": None, "rate_ci": None, "n": 0, "source": None, "label_smoothing": None, "loss_type": None,
                 "how": "needs repeated verdicts: judge.repeats >= 2, or judge.mode hybrid or pairwise"}
     units = _disagreement(counts)
-    d = metric("d", units, _ratio, clusters=c["prompt"])
+    d = metric("d", units, ratio, clusters=c["prompt"])
     rate = flip_probability(d["d"])
     ci = [flip_probability(x) for x in d["d_ci"]] if d["d_ci"] else None
     smoothing = round(min(rate, 0.49), 2) if rate is not None else None

@@ -13,7 +13,7 @@ from prefcurate.audit.features import SHINGLES, WORDS
 from prefcurate.store import Store
 
 Flag = Literal["swap_inconsistent", "repeat_unstable", "reversed", "corrected", "tie", "judge_failure", "low_margin",
-               "contradiction", "duplicate", "degenerate", "injection_attempt"]
+               "contradiction", "duplicate", "degenerate", "injection_attempt", "self_preferred"]
 
 # name: (the stage whose output it concerns, what it means)
 FLAGS: dict[str, tuple[str, str]] = {
@@ -30,13 +30,17 @@ FLAGS: dict[str, tuple[str, str]] = {
                               "similarity reaches audit.duplicate_jaccard"),
     "degenerate": ("generate", "a response has no words, was cut off at the token limit, or is a repetition loop"),
     "injection_attempt": ("generate", "a response contains text aimed at the judge (\"ignore the rubric\", ...)"),
+    "self_preferred": ("judge", "the chosen response comes from the judge's own model family and the rejected one "
+                                "from another (audit.judge_family; see self_preference)"),
 }
 assert set(FLAGS) == set(get_args(Flag))
 
 # low_margin is reported but does not block: the pairs stage already drops pairs below
 # pairs.min_margin, and a stricter cut is a choice, not a defect. Nor does corrected: blocking it would
-# undo the rubric's penalty and give the judge's bias back to the snapshot.
-DEFAULT_BLOCKING: tuple[str, ...] = tuple(f for f in FLAGS if f not in ("low_margin", "corrected"))
+# undo the rubric's penalty and give the judge's bias back to the snapshot. Nor does self_preferred: a
+# judge's own family may well write the better answer; the audit's self_preference says whether it wins
+# more often than other judges think it should.
+DEFAULT_BLOCKING: tuple[str, ...] = tuple(f for f in FLAGS if f not in ("low_margin", "corrected", "self_preferred"))
 
 # Lower-cased and trimmed: what "the same text" means for duplicates and contradictions (texts that
 # differ in inner whitespace still meet as duplicates: their word trigrams are the same).
@@ -126,6 +130,13 @@ degenerate AS (
 ),
 injections AS (
     SELECT s.pair_id, s.side FROM sides s JOIN candidate_features f USING (candidate_id) WHERE f.injection_attempt
+),
+generators AS (SELECT generator, model_family(generator) AS family FROM (SELECT DISTINCT generator FROM candidates)),
+families AS (
+    SELECT pr.pair_id, coalesce($judge_family, model_family(pr.judge)) AS own, ch.generator AS chosen_by,
+           rj.generator AS rejected_by, gc.family AS chosen_family, gr.family AS rejected_family
+    FROM pairs pr JOIN candidates ch ON ch.candidate_id = pr.chosen_id JOIN candidates rj ON rj.candidate_id = pr.rejected_id
+    JOIN generators gc ON gc.generator = ch.generator JOIN generators gr ON gr.generator = rj.generator
 )
 SELECT pair_id, 'swap_inconsistent' AS flag, string_agg(detail, '; ' ORDER BY detail) AS detail
 FROM swap_by_repeat GROUP BY pair_id
@@ -163,6 +174,9 @@ FROM degenerate GROUP BY pair_id
 UNION ALL
 SELECT pair_id, 'injection_attempt', string_agg(side, ' and ' ORDER BY side) || ' addresses the judge'
 FROM injections GROUP BY pair_id
+UNION ALL
+SELECT pair_id, 'self_preferred', 'chosen from the judge''s family (' || own || '): ' || chosen_by || ' over ' || rejected_by
+FROM families WHERE chosen_family = own AND rejected_family IS DISTINCT FROM own
 """.format(
     norm_prompt=NORMALISE.format("p.prompt_text"), norm_chosen=NORMALISE.format("ch.text"),
     norm_rejected=NORMALISE.format("rj.text"), count_c=SHINGLE_COUNT.format("fc"), count_r=SHINGLE_COUNT.format("fr"),
@@ -171,11 +185,13 @@ FROM injections GROUP BY pair_id
 )
 
 
-def compute_flags(store: Store, low_margin: float, duplicate_jaccard: float, repetition_max: float) -> dict:
+def compute_flags(store: Store, low_margin: float, duplicate_jaccard: float, repetition_max: float,
+                  judge_family: str | None = None) -> dict:
     """Flag every stored pair into the temporary table ``audit_flags`` (needs candidate features);
-    return {flag: count} for every flag, and the flags' fingerprint (it changes with any row)."""
+    return {flag: count} for every flag, and the flags' fingerprint (it changes with any row).
+    ``judge_family``: the model family whose answers count as the judge's own (None: its model's name says)."""
     store.execute(FLAGS_SQL, {"low_margin": low_margin, "duplicate_jaccard": duplicate_jaccard,
-                              "repetition_max": repetition_max})
+                              "repetition_max": repetition_max, "judge_family": judge_family})
     counts = {flag: 0 for flag in FLAGS} | {r["flag"]: int(r["n"]) for r in store.query(
         "SELECT flag, count(*) AS n FROM audit_flags GROUP BY flag")}
     fingerprint = store.scalar("SELECT coalesce(bit_xor(hash(pair_id, flag, detail)), 0) FROM audit_flags")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prefcurate.audit.bias import PairColumns, dataset_metrics
+from prefcurate.audit.bias import PairColumns, dataset_metrics, position_flips
+from prefcurate.audit.consistency import fleiss_kappa
 from prefcurate.audit.features import Phrases, compute_features
 from prefcurate.audit.intervals import mean, metric
 from prefcurate.judge.probes import pad
@@ -34,6 +35,39 @@ ORDER BY any_value(judgment_id)
 """
 
 
+# The template probe: each probed pair's verdict (chosen above, below or level with the rejected) under
+# each wording of the rubric's instructions, its own and every paraphrase, counted per pair.
+TEMPLATE_SQL = """
+WITH scored AS (
+    SELECT candidate_id, judge, rubric_hash, coalesce(probe, 'plain') AS wording, avg(overall) AS score
+    FROM judgments WHERE mode = 'pointwise' AND status = 'ok' AND (probe IS NULL OR probe LIKE 'template:%')
+    GROUP BY ALL
+), probed AS (SELECT DISTINCT candidate_id, judge, rubric_hash FROM scored WHERE wording <> 'plain')
+SELECT hash(pr.prompt_id) AS prompt, count(*) FILTER (WHERE c.score > r.score) AS n_chosen,
+       count(*) FILTER (WHERE c.score < r.score) AS n_rejected, count(*) FILTER (WHERE c.score = r.score) AS n_tie
+FROM pairs pr
+SEMI JOIN probed p ON p.candidate_id = pr.rejected_id AND p.judge = pr.judge AND p.rubric_hash = pr.rubric_hash
+JOIN scored c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
+JOIN scored r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
+             AND r.wording = c.wording
+GROUP BY pr.pair_id, pr.prompt_id
+ORDER BY pr.pair_id
+"""
+
+
+def template_metrics(store: Store) -> dict:
+    """How far the verdicts depend on the wording of the instructions: the share of probed pairs whose
+    verdict is not the same under every wording (flip_rate), and Fleiss' kappa across the wordings (over
+    the pairs judged under the most common number of them), each with its interval."""
+    c = store.columns(TEMPLATE_SQL)
+    counts = np.column_stack([c["n_chosen"], c["n_rejected"], c["n_tie"]]).astype(float).reshape(-1, 3)
+    flips = metric("flip_rate", (np.count_nonzero(counts, axis=1) > 1).astype(float), mean, clusters=c["prompt"])
+    sizes = counts.sum(axis=1).astype(int)
+    wordings = int(np.bincount(sizes).argmax()) if len(sizes) else 0
+    kappa = metric("kappa", counts[sizes == wordings], fleiss_kappa, n_boot=200, clusters=c["prompt"][sizes == wordings])
+    return {"n": len(counts), "wordings": wordings, **_strip_n(flips), **_strip_n(kappa)}
+
+
 def probe_metrics(store: Store) -> dict:
     """n, mean score shift and flip rate per probe (with intervals), and padding's shift per 100 characters
     it added (what a rubric's length_penalty corrects); the null response's mean score."""
@@ -55,11 +89,54 @@ def probe_metrics(store: Store) -> dict:
                       "ORDER BY judgment_id")
     out["null_response"] = {"n": len(c["overall"]),
                             **_strip_n(metric("mean_score", c["overall"].astype(float), mean, clusters=c["prompt"]))}
+    out["template"] = template_metrics(store)
     return out
 
 
 def _strip_n(metric: dict) -> dict:
     return {k: v for k, v in metric.items() if not k.endswith("_n")}
+
+
+# Pairs with exactly one side from the judge's own model family (by its generator): was that side
+# chosen, and how often did the other judges (of other families) that scored both sides prefer it? A
+# tie between another judge's scores counts a half.
+SELF_PREFERENCE_SQL = """
+WITH generators AS (SELECT generator, model_family(generator) AS family FROM (SELECT DISTINCT generator FROM candidates)),
+mixed AS (
+    SELECT pr.pair_id, pr.prompt_id, pr.judge, pr.chosen_id, pr.rejected_id, own, gc.family = own AS own_chosen
+    FROM (SELECT *, coalesce($judge_family, model_family(judge)) AS own FROM pairs) pr
+    JOIN candidates c ON c.candidate_id = pr.chosen_id JOIN candidates r ON r.candidate_id = pr.rejected_id
+    JOIN generators gc ON gc.generator = c.generator JOIN generators gr ON gr.generator = r.generator
+    WHERE (gc.family = own) IS DISTINCT FROM (gr.family = own)
+), others AS (
+    SELECT candidate_id, judge, avg(overall) AS score FROM v_scores GROUP BY ALL
+), other_verdicts AS (
+    SELECT m.pair_id, avg(CASE WHEN c.score = r.score THEN 0.5 WHEN (c.score > r.score) = m.own_chosen THEN 1 ELSE 0 END) AS other_prefers_own
+    FROM mixed m JOIN others c ON c.candidate_id = m.chosen_id JOIN others r ON r.candidate_id = m.rejected_id AND r.judge = c.judge
+    WHERE c.judge <> m.judge AND model_family(c.judge) IS DISTINCT FROM m.own
+    GROUP BY m.pair_id
+)
+SELECT hash(m.prompt_id) AS prompt, m.own_chosen::DOUBLE AS own_chosen, o.other_prefers_own
+FROM mixed m LEFT JOIN other_verdicts o USING (pair_id)
+ORDER BY m.pair_id
+"""
+
+
+def self_preference(store: Store, judge_family: str | None = None) -> dict:
+    """On pairs with one side from the judge's own model family: how often that side was chosen
+    (own_win_rate), and by how much more often than other judges prefer it on the same pairs
+    (excess_win_rate, on the pairs other judges scored); each with its interval."""
+    c = store.columns(SELF_PREFERENCE_SQL, {"judge_family": judge_family})
+    own = c["own_chosen"].astype(float)
+    other = np.asarray(c["other_prefers_own"], dtype=float)  # NULL (no other judge) reads as nan
+    compared = ~np.isnan(other)
+    out = {"n": len(own), **_strip_n(metric("own_win_rate", own, mean, clusters=c["prompt"])),
+           "n_compared": int(compared.sum()),
+           **_strip_n(metric("excess_win_rate", own[compared] - other[compared], mean, clusters=c["prompt"][compared]))}
+    if not compared.any():
+        out["how"] = ("needs another judge's scores of the same candidates: a second run with another judge, "
+                      "or its judgments imported")
+    return out
 
 
 # Judgments by mode and status, for the failure rates.
@@ -118,9 +195,17 @@ ORDER BY prompt_id
 # Every pairwise verdict with a winner, probes included: in pointwise mode the swap probes are the
 # only pairwise verdicts there are.
 FIRST_WON_SQL = """
-SELECT (pair_order = 'ab' AND winner = 'a') OR (pair_order = 'ba' AND winner = 'b') AS first, hash(prompt_id) AS prompt
-FROM judgments WHERE mode = 'pairwise' AND status = 'ok' AND winner <> 'tie'
+SELECT pick = shown_first AS first, hash(prompt_id) AS prompt FROM v_oriented_verdicts WHERE pick <> 'tie'
 ORDER BY judgment_id
+"""
+# Both orders of one comparison (plain or probe, at one repeat) that disagree: did the response shown
+# first win both times (first_twice) or the one shown second (second_twice)? McNemar's discordant pairs.
+POSITION_FLIPS_SQL = """
+SELECT hash(any_value(prompt_id)) AS prompt, count(*) FILTER (WHERE pick = shown_first) = 2 AS first_twice,
+       count(*) FILTER (WHERE pick <> shown_first AND pick <> 'tie') = 2 AS second_twice
+FROM v_oriented_verdicts
+GROUP BY judge, rubric_hash, probe, x, y, repeat_index HAVING count(*) = 2 AND count(DISTINCT shown_first) = 2
+ORDER BY judge, rubric_hash, probe, x, y, repeat_index
 """
 
 
@@ -131,4 +216,7 @@ def store_metrics(store: Store, phrases: Phrases) -> dict:
     cols = PairColumns(c["chosen_chars"], c["rejected_chars"], c["chosen_opener"], c["rejected_opener"], c["a_is_chosen"],
                        c["prompt"])
     first = store.columns(FIRST_WON_SQL)
-    return dataset_metrics(cols, store.columns(SPEARMAN_SQL)["rho"], first["first"], first["prompt"])
+    out = dataset_metrics(cols, store.columns(SPEARMAN_SQL)["rho"], first["first"], first["prompt"])
+    flips = store.columns(POSITION_FLIPS_SQL)
+    out["position_bias"] |= position_flips(flips["first_twice"], flips["second_twice"], flips["prompt"])
+    return out

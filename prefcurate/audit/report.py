@@ -33,18 +33,37 @@ def interval(ci) -> str:
     return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+# Counts in the bias sections that are not metrics of their own, and the metrics whose n has its own name.
+COUNTS = {"n", "n_opener_pairs", "n_flips", "first_twice", "second_twice"}
+N_OF = {"opener_win_rate": "n_opener_pairs", "first_position_flip_share": "n_flips"}
+
+
+def pvalue(p: float | None) -> str:
+    return "" if p is None else f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
 def bias_table(metrics: dict) -> Table:
     """Each bias metric as a row: value, 95% interval, n, and the prompts its bootstrap resampled."""
     rows = []
     for section in ("length_bias", "opener_bias", "position_bias"):
         values = metrics.get(section) or {}
         for key, value in values.items():
-            if key.endswith(("_ci", "_n", "_clusters")) or key in {"n", "n_opener_pairs"}:
+            if key.endswith(("_ci", "_n", "_clusters", "_se")) or key in COUNTS:
                 continue
-            n = values.get(f"{key}_n", values.get("n_opener_pairs" if key == "opener_win_rate" else "n"))
+            n = values.get(f"{key}_n", values.get(N_OF.get(key, "n")))
             rows.append((f"{section}.{key}", fmt(value) or "n/a", interval(values.get(f"{key}_ci")), n,
                          values.get(f"{key}_clusters")))
     return Table("Judge bias", ["metric", "value", "95% interval", "n", "prompts"], rows)
+
+
+def self_preference_table(s: dict) -> Table:
+    """The judge's own family's answers: how often chosen, and how much more often than other judges say."""
+    return Table("Self-preference (pairs with one side from the judge's model family)",
+                 ["metric", "value", "95% interval", "n", "prompts"],
+                 [("own_win_rate", fmt(s.get("own_win_rate")) or "n/a", interval(s.get("own_win_rate_ci")), s.get("n", 0),
+                   s.get("own_win_rate_clusters")),
+                  ("excess_win_rate", fmt(s.get("excess_win_rate")) or s.get("how", "n/a"), interval(s.get("excess_win_rate_ci")),
+                   s.get("n_compared", 0), s.get("excess_win_rate_clusters"))])
 
 
 def audit_tables(metrics: dict) -> list[Table]:
@@ -52,8 +71,8 @@ def audit_tables(metrics: dict) -> list[Table]:
     c, noise = metrics["consistency"], metrics["noise_estimate"]
     tables = [
         bias_table(metrics),
-        Table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score"],
-              [(k, v["n"], fmt(v.get("mean_shift")), fmt(v.get("flip_rate")), fmt(v.get("mean_score")))
+        Table("Probes", ["probe", "n", "mean shift", "flip rate", "mean score", "kappa"],
+              [(k, v["n"], fmt(v.get("mean_shift")), fmt(v.get("flip_rate")), fmt(v.get("mean_score")), fmt(v.get("kappa")))
                for k, v in metrics["probes"].items()]),
         Table("Consistency", ["metric", "value", "95% interval", "n", "prompts"], [
             ("swap_consistency", fmt(c["swap_consistency"]), interval(c["swap_consistency_ci"]), c["n_swap"],
@@ -65,12 +84,13 @@ def audit_tables(metrics: dict) -> list[Table]:
             ("noise_estimate", fmt(noise["rate"]), interval(noise["rate_ci"]), noise["n"], noise.get("clusters", "")),
             ("suggested label_smoothing", fmt(noise["label_smoothing"]), noise["loss_type"] or "", "", ""),
         ]),
+        self_preference_table(metrics.get("self_preference") or {}),
         Table("Flags", ["flag", "stage", "pairs", "blocks snapshots"],
               [(flag, FLAGS[flag][0], n, "yes" if flag in metrics["blocking_flags"] else "no")
                for flag, n in metrics["flags"].items()]),
-        Table("Gates", ["gate", "value", "95% interval", "n", "prompts", "threshold", "status"],
-              [(k, fmt(g["value"]), interval(g["ci"]), g["n"], g.get("clusters"),
-                " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
+        Table("Gates", ["gate", "value", "95% interval", "n", "prompts", "p", "q", "MDE", "threshold", "status"],
+              [(k, fmt(g["value"]), interval(g["ci"]), g["n"], g.get("clusters"), pvalue(g.get("p")), pvalue(g.get("q")),
+                fmt(g.get("mde")), " ".join(f"{b} {t}" for b, t in g["threshold"].items() if t is not None),
                 g["status"] + (f" (n needed ~{g['n_needed']})" if g.get("n_needed") else ""))
                for k, g in metrics["gates"].items()]),
     ]

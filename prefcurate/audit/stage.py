@@ -13,7 +13,13 @@ from prefcurate.audit.consistency import consistency_metrics, noise_estimate
 from prefcurate.audit.flags import by_stage, compute_flags, save_flags
 from prefcurate.audit.gates import evaluate_gates
 from prefcurate.audit.intervals import BOOTSTRAP, UNIT
-from prefcurate.audit.metrics import failure_rates, margin_distribution, probe_metrics, store_metrics
+from prefcurate.audit.metrics import (
+    failure_rates,
+    margin_distribution,
+    probe_metrics,
+    self_preference,
+    store_metrics,
+)
 from prefcurate.audit.report import markdown
 from prefcurate.context import RunContext
 from prefcurate.ids import content_id
@@ -50,16 +56,17 @@ def full_audit(store: Store, ctx: RunContext) -> dict:
     metrics = store_metrics(store, ctx.phrases) | {"probes": probe_metrics(store)}
     metrics["consistency"] = consistency_metrics(store)
     metrics["noise_estimate"] = noise_estimate(store)
+    metrics["self_preference"] = self_preference(store, cfg.judge_family)
     metrics["failures"] = failure_rates(store)
     metrics["margins"] = margin_distribution(store)
     counts = store.counts()
     metrics["counts"] = {k: counts[k] for k in AUDITED}
     metrics["intervals"] = INTERVALS
-    flagged = compute_flags(store, cfg.low_margin, cfg.duplicate_jaccard, cfg.repetition_max)
+    flagged = compute_flags(store, cfg.low_margin, cfg.duplicate_jaccard, cfg.repetition_max, cfg.judge_family)
     metrics["flags"] = flagged["counts"]
     metrics["flags_by_stage"] = by_stage(flagged["counts"])
     metrics["blocking_flags"] = list(cfg.blocking_flags)
-    metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, cfg.gates)
+    metrics["gates"], metrics["passed"], metrics["n_inconclusive"] = evaluate_gates(metrics, cfg.gates, cfg.alpha)
     audit_cfg = cfg.model_dump(mode="json")
     # Rounded: a parallel sum may differ in its last bits between two runs over the same rows.
     metrics["audit_id"] = audit_id = content_id("audit", _rounded(metrics), flagged["fingerprint"], audit_cfg)
