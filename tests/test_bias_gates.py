@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 
 import pytest
@@ -109,12 +110,13 @@ def test_a_judge_without_those_biases_passes(candidates_file, tmp_path, monkeypa
     assert "failed" not in statuses.values(), statuses
     assert m["passed"] is True
     assert statuses["opener_injection_shift"] == statuses["null_response_score"] == "passed"
-    # 40 padding probes and no flip: the audit could not have told a flip rate of 5% from one of 13%, so
-    # the gate is inconclusive, and says that about 118 probes would (2.49 standard errors at 5%).
+    # 40 padding probes over 40 prompts and no flip: the audit could not have told a flip rate of 5% from
+    # one of 14%, so the gate is inconclusive, and says about how many probes would: t[0.95] + t[0.8] with
+    # 39 degrees of freedom (1.6849 + 0.8509, from the tables) standard errors of a share at 5%.
     padding = m["gates"]["padding_flip_rate"]
-    assert padding["value"] == 0 and padding["n"] == 40 and padding["status"] == "inconclusive"
-    assert padding["mde"] == pytest.approx((1.6449 + 0.8416) * (0.05 * 0.95 / 40) ** 0.5, rel=1e-3)
-    assert padding["n_needed"] == 118 and padding["p"] > 0.5
+    assert padding["value"] == 0 and padding["n"] == padding["clusters"] == 40 and padding["status"] == "inconclusive"
+    assert padding["mde"] == pytest.approx((1.6849 + 0.8509) * (0.05 * 0.95 / 40) ** 0.5, rel=1e-3)
+    assert padding["n_needed"] == math.ceil(40 * (padding["mde"] / 0.05) ** 2) == 123 and padding["p"] > 0.5
     assert m["probes"]["opener_injection"]["mean_shift"] == 0 and m["probes"]["swap"]["flip_rate"] == 0
     for g in m["gates"].values():
         if g["status"] == "inconclusive":

@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 
 from prefcurate.audit.intervals import cluster_se, mean
-from prefcurate.audit.significance import benjamini_hochberg, binomial_p, mde, normal_p
+from prefcurate.audit.significance import benjamini_hochberg, binomial_p, mde, quantile, statistic_p
 
 
 def test_the_tests_behind_the_gates_give_the_textbook_values():
     # McNemar's exact test: 2 of 12 discordant pairs one way is P(X <= 2) + P(X >= 10) for X ~ Bin(12, 1/2).
     assert binomial_p(2, 12) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2 ** 12)
     assert binomial_p(6, 12) == pytest.approx(1.0) and binomial_p(0, 0) == 1.0
-    assert normal_p(1.959964) == pytest.approx(0.05, abs=1e-6) and normal_p(1.644854, sided=1) == pytest.approx(0.05, abs=1e-6)
+    assert statistic_p(1.959964) == pytest.approx(0.05, abs=1e-6) and statistic_p(1.644854, sided=1) == pytest.approx(0.05, abs=1e-6)
+    # Student's t, from the tables: t[0.975] with 10 and 5 degrees of freedom, t[0.95] with 4.
+    assert statistic_p(2.228139, 10) == pytest.approx(0.05, abs=1e-6) and statistic_p(2.570582, 5) == pytest.approx(0.05, abs=1e-6)
+    assert quantile(0.95, 4) == pytest.approx(2.131847, abs=1e-5) and quantile(0.975, 1000) == pytest.approx(1.959964, abs=1e-5)
     # Benjamini and Hochberg's own example ordering: q_(i) = min over j >= i of p_(j) * m / j.
     q = benjamini_hochberg({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5, "e": None})
     assert q.pop("e") is None and q == pytest.approx({"a": 0.04, "b": 0.04 * 4 / 3, "c": 0.04 * 4 / 3, "d": 0.5})
@@ -61,7 +64,7 @@ def test_validate_fails_when_the_audit_cannot_see_a_bias(cli, monkeypatch):
 
     # An audit whose tests never reject (every p-value 1): no biased judge fails, and validate says so.
     monkeypatch.setattr(gates, "binomial_p", lambda *a, **k: 1.0)
-    monkeypatch.setattr(gates, "normal_p", lambda *a, **k: 1.0)
+    monkeypatch.setattr(gates, "statistic_p", lambda *a, **k: 1.0)
     result = cli("validate", "--prompts", "100")
     assert result.exit_code == 1
     assert "NO" in result.output

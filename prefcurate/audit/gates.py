@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from prefcurate.audit.significance import benjamini_hochberg, binomial_p, mde, normal_p
+from prefcurate.audit.significance import benjamini_hochberg, binomial_p, mde, statistic_p
 from prefcurate.config import GateThreshold
 
 
@@ -90,21 +90,23 @@ def _se_at(gate: Gate, at: float, value: float, se: float | None, n: int) -> flo
     return math.sqrt(max(at * (1 - at), 1e-12) / n * max(deff, 1.0))
 
 
-def hypothesis_test(gate: Gate, threshold: GateThreshold, value: float, se: float | None, n: int,
-         discordant: tuple[int, int] | None, alpha: float) -> tuple[float | None, float | None, float]:
+def hypothesis_test(gate: Gate, threshold: GateThreshold, value: float, se: float | None, n: int, clusters: int,
+                    discordant: tuple[int, int] | None, alpha: float) -> tuple[float | None, float | None, float]:
     """(the p-value against the gate's null, the MDE, the tolerance the MDE is held to); no p-value nor MDE
-    without a standard error (fewer than two prompts)."""
+    without a standard error (fewer than two prompts). Statistics over k prompts are read as t with k - 1
+    degrees of freedom."""
     tolerance = abs(_bound(threshold, gate.ideal) - gate.ideal)
     sided, null = (1, _bound(threshold, value)) if gate.null == "threshold" else (2, gate.ideal)
-    se_null = _se_at(gate, null, value, se, n)
+    se_null, df = _se_at(gate, null, value, se, n), max(clusters - 1, 1)
     if gate.mcnemar and discordant is not None:
-        return binomial_p(discordant[0], sum(discordant)), mde(se_null, alpha) if se_null is not None else None, tolerance
+        return (binomial_p(discordant[0], sum(discordant)), mde(se_null, alpha, df=df) if se_null is not None else None,
+                tolerance)
     if se_null is None:
         return None, None, tolerance
     # One-sided: how far the estimate lies on the failing side of the threshold.
     away = value - null if sided == 2 else (value - null if threshold.max is not None else null - value)
-    p = normal_p(away / se_null, sided) if se_null > 0 else float(away <= 0 if sided == 1 else away == 0)
-    return p, mde(se_null, alpha, sided), tolerance
+    p = statistic_p(away / se_null, df, sided) if se_null > 0 else float(away <= 0 if sided == 1 else away == 0)
+    return p, mde(se_null, alpha, sided, df), tolerance
 
 
 def judge_gate(gate: Gate, threshold: GateThreshold, metrics: dict, alpha: float) -> dict:
@@ -117,7 +119,7 @@ def judge_gate(gate: Gate, threshold: GateThreshold, metrics: dict, alpha: float
         return out
     discordant = tuple(lookup(metrics, path) or 0 for path in MCNEMAR) if gate.mcnemar else None
     out["p"], out["mde"], out["tolerance"] = hypothesis_test(gate, threshold, value, beside(metrics, gate.path, "_se"), n,
-                                                  discordant, alpha)
+                                                             clusters or n, discordant, alpha)
     return out
 
 

@@ -1,9 +1,12 @@
 """Tests behind the gates: each gate's p-value against its null, Benjamini-Hochberg q-values across
 the gates, and the minimum detectable effect (MDE) at the audit's n.
 
-Standard errors are cluster-robust (`intervals.cluster_se`), as the intervals resample prompts. The MDE is the smallest departure from the null that a two-sided (or, for a
-null at the threshold, one-sided) test at level alpha detects with 80% power:
-(z[1 - alpha/2] + z[0.8]) times the standard error the estimate would have there.
+Standard errors are cluster-robust (`intervals.cluster_se`), as the intervals resample prompts, so a
+statistic over k prompts is referred to Student's t with k - 1 degrees of freedom (a cluster-robust
+standard error from a few prompts is itself uncertain); from NORMAL_DF prompts on, to the normal. The
+MDE is the smallest departure from the null that a two-sided (or, for a null at the threshold,
+one-sided) test at level alpha detects with 80% power: (t[1 - alpha/2] + t[0.8]) times the standard
+error the estimate would have there.
 """
 
 from __future__ import annotations
@@ -14,15 +17,54 @@ from statistics import NormalDist
 import numpy as np
 
 POWER = 0.8
+NORMAL_DF = 100  # from this many degrees of freedom on, t is read as normal (they differ by < 1% at 0.975)
 
 
-def _z(p: float) -> float:
-    return NormalDist().inv_cdf(p)
+def _ibeta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), by its continued fraction (Lentz's method)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _ibeta(b, a, 1 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1) < 1e-12:
+            break
+    return front * f
 
 
-def normal_p(z: float, sided: int = 2) -> float:
-    """P-value of a standard normal statistic: two-sided, or one-sided (upper tail)."""
-    upper = 0.5 * math.erfc(z / math.sqrt(2))
+def upper_tail(t: float, df: int | None = None) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom (the normal when None or >= NORMAL_DF)."""
+    if df is None or df >= NORMAL_DF:
+        return 0.5 * math.erfc(t / math.sqrt(2))
+    tail = 0.5 * _ibeta(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1 - tail
+
+
+def quantile(p: float, df: int | None = None) -> float:
+    """The t (or normal) value below which a share ``p`` lies."""
+    if df is None or df >= NORMAL_DF:
+        return NormalDist().inv_cdf(p)
+    lo, hi = -1e3, 1e3
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 1 - upper_tail(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def statistic_p(t: float, df: int | None = None, sided: int = 2) -> float:
+    """P-value of a t (or, without ``df``, normal) statistic: two-sided, or one-sided (upper tail)."""
+    upper = upper_tail(t, df)
     return min(1.0, 2 * min(upper, 1 - upper)) if sided == 2 else upper
 
 
@@ -49,6 +91,6 @@ def benjamini_hochberg(pvalues: dict[str, float | None]) -> dict[str, float | No
     return out
 
 
-def mde(se: float, alpha: float, sided: int = 2) -> float:
+def mde(se: float, alpha: float, sided: int = 2, df: int | None = None) -> float:
     """Smallest departure from the null detected with POWER at level ``alpha``, for a standard error ``se``."""
-    return (_z(1 - alpha / sided) + _z(POWER)) * se
+    return (quantile(1 - alpha / sided, df) + quantile(POWER, df)) * se
