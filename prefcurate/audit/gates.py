@@ -176,7 +176,10 @@ def gate_sentence(name: str, gate: dict) -> str:
     said = GATE_WORDS.get(name, name + " was {v:.3g}").format(v=gate["value"])
     lo, hi = gate["ci"]
     prompts = f" over {gate['clusters']} prompts" if gate.get("clusters") else ""  # older stored audits did not count them
-    tested = f"; q={gate['q']:.2g}, detectable {show(gate['mde'])}" if gate.get("q") is not None and gate.get("mde") is not None else ""
+    # The MDE is a distance from the null: percentage points for a share.
+    effect = f"{gate['mde'] * 100:.0f} points" if pct and gate.get("mde") is not None else f"{gate.get('mde') or 0:.2f}"
+    tested = (f"; q={gate['q']:.2g}, smallest detectable effect {effect}" if gate.get("q") is not None
+              and gate.get("mde") is not None else "")
     more = f"; about n={gate['n_needed']} would detect a bias of the tolerance" if gate.get("n_needed") else ""
     return (f"{gate['status']:<12} {said} (95% interval {show(lo)} to {show(hi)}, n={gate['n']}{prompts}{tested}; "
             f"allowed: {allowed}{more})")
