@@ -117,7 +117,7 @@ def consistency_metrics(store: Store) -> dict:
     """swap_consistency, repeat_flip_rate, kappa (with their n), score_sd_mean: see the README."""
     c = store.columns(SWAP_SQL)
     swap = metric("swap_consistency", c["agree"], mean, clusters=c["prompt"])
-    out = {"swap_consistency": swap["swap_consistency"], "n_swap": swap["swap_consistency_n"]} | _extras(swap)
+    out = {"n_swap": swap.pop("swap_consistency_n")} | swap
 
     # Repeat agreement from pairwise verdicts where there are repeated ones, else from pointwise scores.
     repeats = store.query(REPEAT_SQL)
@@ -136,15 +136,10 @@ def consistency_metrics(store: Store) -> dict:
         source = "pointwise" if len(scores) else None
     flip = metric("repeat_flip_rate", flips, mean, clusters=prompts)
     sd = np.array([r["sd"] for r in scores], dtype=float)
-    out |= {"repeat_flip_rate": flip["repeat_flip_rate"], "n_repeat": flip["repeat_flip_rate_n"]} | _extras(flip) | {
+    out |= {"n_repeat": flip.pop("repeat_flip_rate_n")} | flip | {
             "kappa": kappa, "kappa_method": method, "repeat_source": source,
             "score_sd_mean": float(sd.mean()) if len(sd) else None, "n_score_sd": int(len(sd))}
     return out
-
-
-def _extras(m: dict) -> dict:
-    """A metric's interval, prompts and standard error (its n is named apart)."""
-    return {k: v for k, v in m.items() if k.endswith(("_ci", "_clusters", "_se"))}
 
 
 def _score_counts(ratings: list[list[int]]) -> np.ndarray:

@@ -131,12 +131,11 @@ degenerate AS (
 injections AS (
     SELECT s.pair_id, s.side FROM sides s JOIN candidate_features f USING (candidate_id) WHERE f.injection_attempt
 ),
-generators AS (SELECT generator, model_family(generator) AS family FROM (SELECT DISTINCT generator FROM candidates)),
 families AS (
     SELECT pr.pair_id, coalesce($judge_family, model_family(pr.judge)) AS own, ch.generator AS chosen_by,
            rj.generator AS rejected_by, gc.family AS chosen_family, gr.family AS rejected_family
     FROM pairs pr JOIN candidates ch ON ch.candidate_id = pr.chosen_id JOIN candidates rj ON rj.candidate_id = pr.rejected_id
-    JOIN generators gc ON gc.generator = ch.generator JOIN generators gr ON gr.generator = rj.generator
+    JOIN v_generator_families gc ON gc.generator = ch.generator JOIN v_generator_families gr ON gr.generator = rj.generator
 )
 SELECT pair_id, 'swap_inconsistent' AS flag, string_agg(detail, '; ' ORDER BY detail) AS detail
 FROM swap_by_repeat GROUP BY pair_id

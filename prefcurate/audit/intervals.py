@@ -74,10 +74,11 @@ def cluster_se(values: np.ndarray, stat, clusters: np.ndarray | None) -> float |
     """Cluster-robust (sandwich) standard error of a ``mean`` or ``ratio`` statistic: the spread of the
     clusters' sums around the estimate, so that correlated rows of one prompt do not count as independent
     evidence. None for other statistics or with fewer than two clusters."""
-    if stat is not mean and stat is not ratio or len(values) == 0:
-        return None
-    inverse, k = clusters_of(clusters, len(values))
-    if k < 2:
+    return _se(values, stat, *clusters_of(clusters, len(values)))
+
+
+def _se(values: np.ndarray, stat, inverse: np.ndarray, k: int) -> float | None:
+    if stat is not mean and stat is not ratio or k < 2:
         return None
     num, den = cluster_totals(values, stat, inverse, k)
     total = den.sum()
@@ -87,28 +88,25 @@ def cluster_se(values: np.ndarray, stat, clusters: np.ndarray | None) -> float |
     return float(math.sqrt(k / (k - 1) * np.sum((num - estimate * den) ** 2)) / total)
 
 
-def bootstrap_ci(values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int = BOOTSTRAP,
-                 clusters: np.ndarray | None = None) -> tuple[list[float] | None, int]:
-    """(percentile 95% interval of ``stat`` over resamples of the clusters of ``values``, the number of
-    clusters); one cluster label per row, every row its own cluster when None.
+def _interval(values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int, inverse: np.ndarray,
+              k: int) -> list[float] | None:
+    """Percentile 95% interval of ``stat`` over resamples of the k clusters of ``values`` (``inverse``: each
+    row's cluster number).
 
     Above SUBSAMPLE clusters, each resample draws only SUBSAMPLE of them (an m-out-of-n bootstrap) and
     the spread of the resampled statistics around the full sample's is narrowed by sqrt(SUBSAMPLE / k):
     the same interval for any root-n statistic, at a cost that does not grow with the store.
     """
-    if len(values) == 0:
-        return None, 0
-    inverse, k = clusters_of(clusters, len(values))
     m = min(k, SUBSAMPLE)
     stats = _resampled_stats(values, stat, n_boot, m, inverse, k, np.random.default_rng(SEED))
     stats = stats[~np.isnan(stats)]
     if len(stats) == 0:
-        return None, k
+        return None
     lo, hi = np.percentile(stats, 2.5), np.percentile(stats, 97.5)
     if m < k:
         centre, scale = stat(values), math.sqrt(m / k)
         lo, hi = centre + (lo - centre) * scale, centre + (hi - centre) * scale
-    return [float(lo), float(hi)], k
+    return [float(lo), float(hi)]
 
 
 def metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int = BOOTSTRAP,
@@ -119,6 +117,6 @@ def metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], n
     if len(values) == 0:
         return {name: None, f"{name}_ci": None, f"{name}_n": 0, f"{name}_clusters": 0, f"{name}_se": None}
     value = stat(values)
-    ci, k = bootstrap_ci(values, stat, n_boot, clusters)
-    return {name: None if math.isnan(value) else float(value), f"{name}_ci": ci, f"{name}_n": int(len(values)),
-            f"{name}_clusters": int(k), f"{name}_se": cluster_se(values, stat, clusters)}
+    inverse, k = clusters_of(clusters, len(values))  # grouped once, for the interval and the standard error
+    return {name: None if math.isnan(value) else float(value), f"{name}_ci": _interval(values, stat, n_boot, inverse, k),
+            f"{name}_n": int(len(values)), f"{name}_clusters": int(k), f"{name}_se": _se(values, stat, inverse, k)}

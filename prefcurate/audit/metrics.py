@@ -101,12 +101,11 @@ def _strip_n(metric: dict) -> dict:
 # chosen, and how often did the other judges (of other families) that scored both sides prefer it? A
 # tie between another judge's scores counts a half.
 SELF_PREFERENCE_SQL = """
-WITH generators AS (SELECT generator, model_family(generator) AS family FROM (SELECT DISTINCT generator FROM candidates)),
-mixed AS (
+WITH mixed AS (
     SELECT pr.pair_id, pr.prompt_id, pr.judge, pr.chosen_id, pr.rejected_id, own, gc.family = own AS own_chosen
     FROM (SELECT *, coalesce($judge_family, model_family(judge)) AS own FROM pairs) pr
     JOIN candidates c ON c.candidate_id = pr.chosen_id JOIN candidates r ON r.candidate_id = pr.rejected_id
-    JOIN generators gc ON gc.generator = c.generator JOIN generators gr ON gr.generator = r.generator
+    JOIN v_generator_families gc ON gc.generator = c.generator JOIN v_generator_families gr ON gr.generator = r.generator
     WHERE (gc.family = own) IS DISTINCT FROM (gr.family = own)
 ), others AS (
     SELECT candidate_id, judge, avg(overall) AS score FROM v_scores GROUP BY ALL
