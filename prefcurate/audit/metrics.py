@@ -132,7 +132,9 @@ def self_preference(store: Store, judge_family: str | None = None) -> dict:
     out = {"n": len(own), **_strip_n(metric("own_win_rate", own, mean, clusters=c["prompt"])),
            "n_compared": int(compared.sum()),
            **_strip_n(metric("excess_win_rate", own[compared] - other[compared], mean, clusters=c["prompt"][compared]))}
-    if not compared.any():
+    if not len(own):
+        out["how"] = "no pair has one side from the judge's model family and the other from another family"
+    elif not compared.any():
         out["how"] = ("needs another judge's scores of the same candidates: a second run with another judge, "
                       "or its judgments imported")
     return out
