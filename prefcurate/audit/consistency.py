@@ -24,12 +24,14 @@ GROUP BY judge, rubric_hash, x, y, repeat_index HAVING count(DISTINCT shown_firs
 ORDER BY judge, rubric_hash, x, y, repeat_index
 """
 # One comparison in one order, judged two or more times: how many times each answer was given,
-# and the answers of the first two repeats (for Cohen's kappa).
-REPEAT_SQL = VERDICTS + """
+# and the answers of the first two repeats (for Cohen's kappa). Only comparisons with a repeat are
+# grouped (most stores have none).
+REPEAT_SQL = VERDICTS + """, repeated AS (SELECT DISTINCT judge, rubric_hash, x, y FROM v WHERE repeat_index > 0)
 SELECT hash(any_value(prompt_id)) AS prompt, count(*) FILTER (WHERE pick = 'x') AS n_x,
        count(*) FILTER (WHERE pick = 'y') AS n_y, count(*) FILTER (WHERE pick = 'tie') AS n_tie,
        list(pick ORDER BY repeat_index)[1] AS first, list(pick ORDER BY repeat_index)[2] AS second
-FROM v GROUP BY judge, rubric_hash, x, y, shown_first HAVING count(*) >= 2
+FROM v SEMI JOIN repeated USING (judge, rubric_hash, x, y)
+GROUP BY judge, rubric_hash, x, y, shown_first HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, x, y, shown_first
 """
 # Every verdict on one comparison, both orders and all repeats: the units of the noise estimate.
@@ -44,7 +46,7 @@ ORDER BY judge, rubric_hash, x, y
 SCORE_REPEATS_SQL = """
 SELECT hash(any_value(prompt_id)) AS prompt, stddev_samp(overall) AS sd,
        list(round(overall)::INTEGER ORDER BY repeat_index) AS ratings
-FROM v_scores
+FROM v_scores SEMI JOIN v_repeated_scores USING (candidate_id, judge, rubric_hash)
 GROUP BY judge, rubric_hash, candidate_id HAVING count(*) >= 2
 ORDER BY judge, rubric_hash, candidate_id
 """
@@ -53,6 +55,7 @@ PAIR_SIGNS_SQL = """
 SELECT hash(any_value(pr.prompt_id)) AS prompt, count(*) FILTER (WHERE c.overall > r.overall) AS n_x, count(*) FILTER (WHERE c.overall < r.overall) AS n_y,
        count(*) FILTER (WHERE c.overall = r.overall) AS n_tie
 FROM pairs pr
+SEMI JOIN v_repeated_scores rc ON rc.candidate_id = pr.chosen_id AND rc.judge = pr.judge AND rc.rubric_hash = pr.rubric_hash
 JOIN v_scores c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
 JOIN v_scores r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
                 AND r.repeat_index = c.repeat_index

@@ -87,14 +87,11 @@ pairwise_repeats AS (
     GROUP BY pair_id, pair_order
     HAVING count(*) >= 2 AND count(DISTINCT prefers) > 1
 ),
-repeated AS (  -- candidates scored more than once: only their pairs can flip across repeats
-    SELECT candidate_id, judge, rubric_hash FROM v_scores WHERE repeat_index > 0 GROUP BY ALL
-),
 pointwise_repeats AS (
     SELECT pr.pair_id, 'pointwise: chosen scored above the rejected in ' || count(*) FILTER (WHERE c.overall > r.overall)
            || ' of ' || count(*) || ' repeats' AS detail
     FROM pairs pr
-    SEMI JOIN repeated rc ON rc.candidate_id = pr.chosen_id AND rc.judge = pr.judge AND rc.rubric_hash = pr.rubric_hash
+    SEMI JOIN v_repeated_scores rc ON rc.candidate_id = pr.chosen_id AND rc.judge = pr.judge AND rc.rubric_hash = pr.rubric_hash
     JOIN v_scores c ON c.candidate_id = pr.chosen_id AND c.judge = pr.judge AND c.rubric_hash = pr.rubric_hash
     JOIN v_scores r ON r.candidate_id = pr.rejected_id AND r.judge = pr.judge AND r.rubric_hash = pr.rubric_hash
                     AND r.repeat_index = c.repeat_index
@@ -163,9 +160,8 @@ GROUP BY a.pair_id
 UNION ALL
 SELECT pair_id, 'duplicate', CASE WHEN same THEN 'equal once normalised'
                                   ELSE 'word-trigram Jaccard ' || round(jaccard, 3) END
-FROM (SELECT pair_id, same, (len(sc) + len(sr) - len(list_distinct(list_concat(sc, sr)))) -- |A and B| = |A| + |B| - |A or B|
-                             / nullif(len(list_distinct(list_concat(sc, sr))), 0) AS jaccard
-      FROM shingled)
+FROM (SELECT pair_id, same, shared / nullif(len(sc) + len(sr) - shared, 0) AS jaccard  -- |A or B| = |A| + |B| - |A and B|
+      FROM (SELECT *, len(list_intersect(sc, sr)) AS shared FROM shingled))
 WHERE same OR jaccard >= $duplicate_jaccard
 UNION ALL
 SELECT pair_id, 'degenerate', string_agg(side || ': ' || why, '; ' ORDER BY side)
