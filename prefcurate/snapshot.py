@@ -179,6 +179,8 @@ def _freeze(folder: Path, splits: dict[str, list], manifest: dict) -> Path:
 
 
 def _describe(gate: dict) -> str:
+    if gate["value"] is None:
+        return gate.get("how") or "nothing was measured"
     ci = f" [{gate['ci'][0]:.3f}, {gate['ci'][1]:.3f}]" if gate["ci"] else ""
     bounds = ", ".join(f"{k} {v}" for k, v in gate["threshold"].items() if v is not None)
     q = f", q={gate['q']:.2g}" if gate.get("q") is not None else ""

@@ -40,8 +40,20 @@ def _text(value, path: str, where: int, col: str) -> str:
     raise InputError(path, where, f"column `{col}` must be a string or a list of messages")
 
 
-def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[list[Pair], int, int]:
-    """(pairs, rows read, ties left out) from a JSONL, Parquet or datasets-loadable source."""
+@dataclass(frozen=True)
+class LabelledPair:
+    """One row of a preference dataset: the prompt as given, two responses, and which one people preferred."""
+
+    prompt: object  # a string or a list of messages, as in the file
+    a: str
+    b: str
+    label: str  # "a", "b" or "tie"
+    where: int  # the row's line or index in its source
+
+
+def read_labelled(path: str, cols: Columns, split: str = "train") -> tuple[list[LabelledPair], int]:
+    """(the rows as labelled pairs, rows read) from a JSONL, Parquet or datasets-loadable source; in
+    prompt/chosen/rejected data a is the chosen response."""
     if cols.labelled and not (cols.b_col and cols.label_col):
         raise InputError(path, None, "--a-col needs --b-col and --label-col too")
     rows = read_rows(path, split)
@@ -49,7 +61,7 @@ def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[
         raise InputError(path, None, "no rows found")
     needed = [cols.prompt_col, cols.a_col, cols.b_col, cols.label_col] if cols.labelled else \
         [cols.prompt_col, cols.chosen_col, cols.rejected_col]
-    pairs, ties = [], 0
+    out = []
     for where, row in rows:
         if not isinstance(row, dict):
             raise InputError(path, where, "each row must be an object")
@@ -59,24 +71,31 @@ def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[
                     "map them with --prompt-col/--chosen-col/--rejected-col, or --a-col/--b-col/--label-col for "
                     "pairwise-labelled data")
             raise InputError(path, where, f"no column(s) {missing}; the row has {sorted(row)}", hint)
-        group = json.dumps(row[cols.prompt_col], sort_keys=True, ensure_ascii=False)
-        if not cols.labelled:
-            pairs.append(Pair(group, _text(row[cols.chosen_col], path, where, cols.chosen_col),
-                              _text(row[cols.rejected_col], path, where, cols.rejected_col)))
-            continue
-        label = str(row[cols.label_col])
-        a = _text(row[cols.a_col], path, where, cols.a_col)
-        b = _text(row[cols.b_col], path, where, cols.b_col)
-        if label == cols.a_wins:
-            pairs.append(Pair(group, a, b))
-        elif label == cols.b_wins:
-            pairs.append(Pair(group, b, a))
-        elif cols.tie is not None and label == cols.tie:
-            ties += 1
-        else:
-            known = ", ".join(v for v in (cols.a_wins, cols.b_wins, cols.tie) if v is not None)
-            raise InputError(path, where, f"label {label!r} is none of {known}", "set --a-wins, --b-wins and --tie")
-    return pairs, len(rows), ties
+        a_col, b_col = (cols.a_col, cols.b_col) if cols.labelled else (cols.chosen_col, cols.rejected_col)
+        a, b = _text(row[a_col], path, where, a_col), _text(row[b_col], path, where, b_col)
+        out.append(LabelledPair(row[cols.prompt_col], a, b, _label(row, cols, path, where) if cols.labelled else "a",
+                                where))
+    return out, len(rows)
+
+
+def _label(row: dict, cols: Columns, path: str, where: int) -> str:
+    label = str(row[cols.label_col])
+    if label == cols.a_wins:
+        return "a"
+    if label == cols.b_wins:
+        return "b"
+    if cols.tie is not None and label == cols.tie:
+        return "tie"
+    known = ", ".join(v for v in (cols.a_wins, cols.b_wins, cols.tie) if v is not None)
+    raise InputError(path, where, f"label {label!r} is none of {known}", "set --a-wins, --b-wins and --tie")
+
+
+def read_dataset_pairs(path: str, cols: Columns, split: str = "train") -> tuple[list[Pair], int, int]:
+    """(pairs, rows read, ties left out) from a JSONL, Parquet or datasets-loadable source."""
+    rows, n_rows = read_labelled(path, cols, split)
+    pairs = [Pair(json.dumps(r.prompt, sort_keys=True, ensure_ascii=False), *((r.a, r.b) if r.label == "a" else (r.b, r.a)))
+             for r in rows if r.label != "tie"]
+    return pairs, n_rows, len(rows) - len(pairs)
 
 
 def dataset_audit(path: str, cols: Columns, split: str = "train", phrases: Phrases = DEFAULT_PHRASES) -> dict:

@@ -33,6 +33,8 @@ class Gate:
     null: str = "ideal"  # "ideal" (two-sided test against it) or "threshold" (one-sided: beyond it?)
     proportion: bool = True  # a share of 0/1 rows: its standard error at p is sqrt(p(1 - p)/n), times the design effect
     mcnemar: bool = False  # tested by McNemar's exact test on the swapped verdicts that disagree
+    optional: bool = False  # applied only when audit.gates names it
+    missing: str | None = None  # where set, nothing to measure fails the gate, and ``how`` at that path says why
 
 
 DEFAULT_GATES: dict[str, Gate] = {
@@ -54,6 +56,11 @@ DEFAULT_GATES: dict[str, Gate] = {
                              ideal=1.0, null="threshold"),
     "template_flip_rate": Gate(("probes", "template", "flip_rate"), ("probes", "template", "n"), GateThreshold(max=0.2),
                                ideal=0.0, null="threshold"),
+    # Off unless audit.gates names them: they need a calibration (`prefcurate calibrate`) of the store's judge.
+    "human_agreement": Gate(("calibration", "agreement"), ("calibration", "agreement_n"), GateThreshold(min=0.7),
+                            ideal=1.0, null="threshold", optional=True, missing="calibration"),
+    "human_kappa": Gate(("calibration", "kappa"), ("calibration", "kappa_n"), GateThreshold(min=0.4), ideal=1.0,
+                        null="threshold", proportion=False, optional=True, missing="calibration"),
 }
 # McNemar's counts: swapped comparisons the first-shown response won twice, and the second-shown.
 MCNEMAR = (("position_bias", "first_twice"), ("position_bias", "second_twice"))
@@ -140,14 +147,24 @@ def status(gate: dict, alpha: float) -> dict:
 
 def evaluate_gates(metrics: dict, overrides: dict[str, GateThreshold] | None = None,
                    alpha: float = 0.05) -> tuple[dict, bool, int]:
-    """(gates by name, passed: no gate failed, how many were inconclusive)."""
-    gates = {name: judge_gate(gate, (overrides or {}).get(name, gate.threshold), metrics, alpha)
-             for name, gate in DEFAULT_GATES.items()}
+    """(gates by name, passed: no gate failed, how many were inconclusive). An optional gate applies when
+    ``overrides`` names it (with its default threshold if the override sets no bound)."""
+    overrides = overrides or {}
+    applied = {name: (gate, _threshold(gate, overrides.get(name))) for name, gate in DEFAULT_GATES.items()
+               if not gate.optional or name in overrides}
+    gates = {name: judge_gate(gate, threshold, metrics, alpha) for name, (gate, threshold) in applied.items()}
     for name, q in benjamini_hochberg({name: g["p"] for name, g in gates.items()}).items():
         gates[name]["q"] = q
         gates[name] |= status(gates[name], alpha)
+        gate = applied[name][0]
+        if gate.missing and gates[name]["value"] is None:  # a required measurement that was never made
+            gates[name] |= {"status": "failed", "how": lookup(metrics, (gate.missing, "how"))}
     statuses = [g["status"] for g in gates.values()]
     return gates, "failed" not in statuses, statuses.count("inconclusive")
+
+
+def _threshold(gate: Gate, override: GateThreshold | None) -> GateThreshold:
+    return override if override is not None and (override.min is not None or override.max is not None) else gate.threshold
 
 
 # What each gate's metric says, in words; `{v}` is its value.
@@ -161,6 +178,8 @@ GATE_WORDS: dict[str, str] = {
     "first_position_flip_share": "of the verdicts that changed with the order, the first-shown response won {v:.0%}",
     "swap_consistency": "the verdict survived swapping the order in {v:.0%} of the pairs",
     "template_flip_rate": "rewording the rubric's instructions changed {v:.0%} of the probed pairs' verdicts",
+    "human_agreement": "the judge agreed with people on {v:.0%} of the labelled pairs they did not call a tie",
+    "human_kappa": "the judge's Cohen's kappa with people over a, b and tie was {v:.2f}",
 }
 
 
@@ -172,7 +191,8 @@ def gate_sentence(name: str, gate: dict) -> str:
     allowed = (f"between {show(t['min'])} and {show(t['max'])}" if t["min"] is not None and t["max"] is not None
                else f"at least {show(t['min'])}" if t["min"] is not None else f"at most {show(t['max'])}")
     if gate["value"] is None:
-        return f"{gate['status']:<12} {name}: nothing to measure (allowed: {allowed})"
+        why = gate.get("how") or "nothing to measure"
+        return f"{gate['status']:<12} {name}: {why} (allowed: {allowed})"
     said = GATE_WORDS.get(name, name + " was {v:.3g}").format(v=gate["value"])
     lo, hi = gate["ci"]
     prompts = f" over {gate['clusters']} prompts" if gate.get("clusters") else ""  # older stored audits did not count them

@@ -89,9 +89,9 @@ def _se(values: np.ndarray, stat, inverse: np.ndarray, k: int) -> float | None:
 
 
 def _interval(values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int, inverse: np.ndarray,
-              k: int) -> list[float] | None:
-    """Percentile 95% interval of ``stat`` over resamples of the k clusters of ``values`` (``inverse``: each
-    row's cluster number).
+              k: int) -> tuple[list[float] | None, float | None]:
+    """(percentile 95% interval, standard deviation) of ``stat`` over resamples of the k clusters of
+    ``values`` (``inverse``: each row's cluster number).
 
     Above SUBSAMPLE clusters, each resample draws only SUBSAMPLE of them (an m-out-of-n bootstrap) and
     the spread of the resampled statistics around the full sample's is narrowed by sqrt(SUBSAMPLE / k):
@@ -101,22 +101,24 @@ def _interval(values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: i
     stats = _resampled_stats(values, stat, n_boot, m, inverse, k, np.random.default_rng(SEED))
     stats = stats[~np.isnan(stats)]
     if len(stats) == 0:
-        return None
-    lo, hi = np.percentile(stats, 2.5), np.percentile(stats, 97.5)
+        return None, None
+    lo, hi, scale = np.percentile(stats, 2.5), np.percentile(stats, 97.5), math.sqrt(m / k)
     if m < k:
-        centre, scale = stat(values), math.sqrt(m / k)
+        centre = stat(values)
         lo, hi = centre + (lo - centre) * scale, centre + (hi - centre) * scale
-    return [float(lo), float(hi)]
+    return [float(lo), float(hi)], float(np.std(stats, ddof=1) * scale) if len(stats) > 1 else None
 
 
 def metric(name: str, values: np.ndarray, stat: Callable[[np.ndarray], float], n_boot: int = BOOTSTRAP,
            clusters: np.ndarray | None = None) -> dict:
     """{name: the statistic over all of ``values``, name_ci: its 95% interval resampling ``clusters``
-    (prompts), name_n: how many rows, name_clusters: how many clusters, name_se: its cluster-robust
-    standard error (means and ratios; None for other statistics)}."""
+    (prompts), name_n: how many rows, name_clusters: how many clusters, name_se: its standard error
+    (cluster-robust for means and ratios, the bootstrap's spread for other statistics such as a kappa)}."""
     if len(values) == 0:
         return {name: None, f"{name}_ci": None, f"{name}_n": 0, f"{name}_clusters": 0, f"{name}_se": None}
     value = stat(values)
     inverse, k = clusters_of(clusters, len(values))  # grouped once, for the interval and the standard error
-    return {name: None if math.isnan(value) else float(value), f"{name}_ci": _interval(values, stat, n_boot, inverse, k),
-            f"{name}_n": int(len(values)), f"{name}_clusters": int(k), f"{name}_se": _se(values, stat, inverse, k)}
+    ci, spread = _interval(values, stat, n_boot, inverse, k)
+    se = _se(values, stat, inverse, k) if stat is mean or stat is ratio else spread
+    return {name: None if math.isnan(value) else float(value), f"{name}_ci": ci,
+            f"{name}_n": int(len(values)), f"{name}_clusters": int(k), f"{name}_se": se}

@@ -66,6 +66,30 @@ def self_preference_table(s: dict) -> Table:
                    s.get("n_compared", 0), s.get("excess_win_rate_clusters"))])
 
 
+# A calibration's metrics, in the order `prefcurate calibrate` and the audit show them.
+CALIBRATION_METRICS = ("agreement", "kappa", "judge_p_longer", "human_p_longer", "swap_consistency")
+
+
+def calibration_table(c: dict) -> Table:
+    """The judge against people: each calibration metric with its interval, n and prompts."""
+    title = (f"Calibration of {c['judge']} against people ({c.get('source')}, {c['n']} labelled pairs)" if c.get("n")
+             else "Calibration against people")
+    if not c.get("n"):
+        return Table(title, ["metric", "value", "95% interval", "n", "prompts"], [("-", c.get("how", "n/a"), "", 0, "")])
+    return Table(title, ["metric", "value", "95% interval", "n", "prompts"],
+                 [(k, fmt(c.get(k)) or "n/a", interval(c.get(f"{k}_ci")), c.get(f"{k}_n"), c.get(f"{k}_clusters"))
+                  for k in CALIBRATION_METRICS])
+
+
+def reviews_table(r: dict) -> Table:
+    """People's labels of the store's pairs (`prefcurate review`): the judge's agreement with them, and theirs
+    with each other."""
+    return Table(f"People's labels ({r.get('n_labels', 0)} labels of {r.get('n_pairs', 0)} pairs by "
+                 f"{r.get('n_reviewers', 0)} reviewers)", ["metric", "value", "95% interval", "n", "prompts"],
+                 [(k, fmt(r.get(k)) or "n/a", interval(r.get(f"{k}_ci")), r.get(f"{k}_n", 0), r.get(f"{k}_clusters"))
+                  for k in ("judge_agreement", "reviewer_agreement")])
+
+
 def audit_tables(metrics: dict) -> list[Table]:
     """Everything `prefcurate audit` prints, in order."""
     c, noise = metrics["consistency"], metrics["noise_estimate"]
@@ -85,6 +109,8 @@ def audit_tables(metrics: dict) -> list[Table]:
             ("suggested label_smoothing", fmt(noise["label_smoothing"]), noise["loss_type"] or "", "", ""),
         ]),
         self_preference_table(metrics.get("self_preference") or {}),
+        calibration_table(metrics.get("calibration") or {}),
+        reviews_table(metrics.get("reviews") or {}),
         Table("Flags", ["flag", "stage", "pairs", "blocks snapshots"],
               [(flag, FLAGS[flag][0], n, "yes" if flag in metrics["blocking_flags"] else "no")
                for flag, n in metrics["flags"].items()]),

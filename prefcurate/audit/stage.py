@@ -21,8 +21,10 @@ from prefcurate.audit.metrics import (
     store_metrics,
 )
 from prefcurate.audit.report import markdown
+from prefcurate.calibrate import store_calibration
 from prefcurate.context import RunContext
 from prefcurate.ids import content_id
+from prefcurate.review import review_agreement
 from prefcurate.stats import StageStats
 from prefcurate.store import Store, utc_now
 
@@ -59,6 +61,8 @@ def full_audit(store: Store, ctx: RunContext) -> dict:
     metrics["self_preference"] = self_preference(store, cfg.judge_family)
     metrics["failures"] = failure_rates(store)
     metrics["margins"] = margin_distribution(store)
+    metrics["calibration"] = store_calibration(store)
+    metrics["reviews"] = review_agreement(store)
     counts = store.counts()
     metrics["counts"] = {k: counts[k] for k in AUDITED}
     metrics["intervals"] = INTERVALS

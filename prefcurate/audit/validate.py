@@ -23,7 +23,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from prefcurate.audit.gates import DEFAULT_GATES, beside, lookup
+from prefcurate.audit.gates import beside, lookup
 from prefcurate.audit.report import Table, fmt, interval
 from prefcurate.audit.stage import full_audit
 from prefcurate.context import RunContext
@@ -233,7 +233,7 @@ def check(judge: SimulatedJudge, metrics: dict, true: dict[str, float]) -> dict:
         scored = ci is not None and not (rate and n * min(t, 1 - t) < 5)
         rows.append({"metric": name, "truth": t, "estimate": estimate, "ci": ci, "n": n,
                      "covers": (ci[0] <= t <= ci[1]) if scored else None})
-    expected = sorted(g for g, gate in DEFAULT_GATES.items() if _beyond(true[g], metrics["gates"][g]["threshold"]))
+    expected = sorted(g for g in metrics["gates"] if _beyond(true[g], metrics["gates"][g]["threshold"]))
     fired = sorted(g for g, gate in metrics["gates"].items() if gate["status"] == "failed")
     return {"scenario": judge.name, "metrics": rows, "gates_expected": expected, "gates_failed": fired,
             "gates_right": expected == fired}

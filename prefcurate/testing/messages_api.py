@@ -97,6 +97,7 @@ class MessagesAPIServer:
         self.arrivals: list[float] = []  # and when it came (time.monotonic)
         self.answers: Counter = Counter()  # what was answered: 200, 429, "drop", ...
         self.answered_at: list[float] = []  # when each 200 answer to a Messages call was sent (time.monotonic)
+        self.verdicts: list[tuple[dict, dict]] = []  # (request body, tool input) of every answer with a verdict
         self._cached: set[str] = set()
         # Message Batches: id -> {"requests", "created", "results"}; a batch ends batch_delay_s after it
         # is created; batch_outcomes maps a custom_id to "errored", "expired" or "canceled".
@@ -218,6 +219,8 @@ class MessagesAPIServer:
             tool_input = {k: v for k, v in list(tool_input.items())[1:]}  # a criterion goes missing
         else:
             self.answers[200] += 1
+        with self._lock:
+            self.verdicts.append((body, tool_input))
         return 200, self._message(body, tool_input), {}
 
     def _message(self, body: dict, tool_input: dict) -> dict:
