@@ -174,10 +174,9 @@ def calibration_kappa(rows: np.ndarray) -> float:
 def calibration_metrics(labelled: list[Labelled], verdicts: dict[str, dict]) -> dict:
     """n, agreement, kappa, judge_p_longer, human_p_longer, swap_consistency (each with _ci, _n, _clusters,
     _se), the confusion counts and the cost, over the pairs with both verdicts."""
-    judged, failed, cost = [], 0, 0.0
+    judged, failed = [], 0
     for lab in labelled:
         ab, ba = (verdicts.get(it.judgment_id) for it in lab.items)
-        cost += sum((v or {}).get("cost_usd") or 0.0 for v in (ab, ba))
         label = judge_label(ab, ba)
         if label is None:
             failed += 1
@@ -198,7 +197,7 @@ def calibration_metrics(labelled: list[Labelled], verdicts: dict[str, dict]) -> 
         out |= metric(f"{who}_p_longer", (chose_a == (longer[decided] > 0)).astype(float), mean, clusters=prompts[decided])
     out |= metric("swap_consistency", np.array([same for _, _, same in judged], dtype=float), mean, clusters=prompts)
     out["confusion"] = {h: {j: int(np.sum((human == code[h]) & (judge == code[j]))) for j in LABELS} for h in LABELS}
-    out["cost_usd"] = cost
+    out["cost_usd"] = sum(v["cost_usd"] or 0.0 for v in verdicts.values())  # each judgment once: equal pairs share theirs
     return out
 
 

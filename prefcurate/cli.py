@@ -448,7 +448,7 @@ def calibrate(
     max_usd: Annotated[float | None, typer.Option(min=0, help="Run a paid judge when its estimate is within this; "
                                                   "also the most this run may spend (Claude).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the calibration as one JSON object.")] = False,
-    db: Db = None, quiet: Quiet = False,
+    db: Db = None, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Judge human-labelled pairs in both orders and measure the judge's agreement with people."""
     from prefcurate.audit.dataset import Columns, read_labelled
@@ -481,8 +481,10 @@ def calibrate(
             console.print(f"calibrate: {len(pairs)} labelled pairs, {e['calls']} judge calls to make "
                           f"(~{e['input_tokens']:,} input, ~{e['output_tokens']:,} output tokens{cost})", highlight=False)
         check_spend(e, yes, max_usd)
+        # A local judge's engine writes its own log lines: to a file, so that --json prints only JSON.
+        log = store.root / "logs" / f"calibrate-{ctx.run_id}.log" if ctx.config.judge.backend == "local" and not verbose else None
         try:
-            with recorded_run(store, "calibrate", ctx, {"labels": source}):
+            with internal_logs_to(log), recorded_run(store, "calibrate", ctx, {"labels": source}):
                 result = run_calibration(store, planned, source)
         finally:
             shutdown_engines()

@@ -44,8 +44,7 @@ SELECT pair_id FROM (
 ORDER BY turn, hash(pair_id, $seed) LIMIT $n
 """
 PAIR_SQL = """
-SELECT pr.pair_id, pr.prompt_id, p.messages, v.chosen_text, v.rejected_text, pr.margin, pr.judge,
-       (SELECT string_agg(flag, ', ' ORDER BY flag) FROM v_flags f WHERE f.pair_id = pr.pair_id) AS flags
+SELECT pr.pair_id, p.messages, v.chosen_text, v.rejected_text
 FROM pairs pr JOIN v_pairs v USING (pair_id) JOIN prompts p ON p.prompt_id = pr.prompt_id
 WHERE pr.pair_id = ?
 """
@@ -64,9 +63,6 @@ class Shown:
     left: str
     right: str
     shown_left: str  # "chosen" or "rejected": which response is on the left
-    margin: float
-    judge: str
-    flags: str | None
 
 
 def sample_pairs(store: Store, n: int, strategy: Strategy = "stratified", seed: int = 0) -> list[str]:
@@ -95,8 +91,7 @@ def show(store: Store, pair_id: str, reviewer: str) -> Shown:
     r = store.query(PAIR_SQL, [pair_id])[0]
     left = chosen_left(pair_id, reviewer)
     return Shown(pair_id, json.loads(r["messages"]), r["chosen_text"] if left else r["rejected_text"],
-                 r["rejected_text"] if left else r["chosen_text"], "chosen" if left else "rejected", r["margin"],
-                 r["judge"], r["flags"])
+                 r["rejected_text"] if left else r["chosen_text"], "chosen" if left else "rejected")
 
 
 def clean_reviewer(reviewer: str) -> str:
@@ -127,8 +122,10 @@ def record_label(store: Store, sample: list[str], pair_id: str, reviewer: str, s
 
 
 def judge_said(store: Store, pair_id: str) -> dict:
-    """What the judge decided on a pair (shown after a person has labelled it)."""
-    return store.query("SELECT margin, judge, chosen_score, rejected_score FROM pairs WHERE pair_id = ?", [pair_id])[0]
+    """What the judge decided on a pair and what the latest audit flagged on it (shown once a person has
+    labelled it)."""
+    return store.query("SELECT margin, judge, chosen_score, rejected_score, (SELECT string_agg(flag, ', ' ORDER BY flag) "
+                       "FROM v_flags f WHERE f.pair_id = pr.pair_id) AS flags FROM pairs pr WHERE pair_id = ?", [pair_id])[0]
 
 
 # Every label that takes a side or calls a tie, with its prompt (the bootstrap's cluster).

@@ -26,7 +26,6 @@ from prefcurate.review import (
     MAX_NOTE,
     MAX_REVIEWER,
     LabelRefused,
-    chosen_left,
     clean_reviewer,
     judge_said,
     labelled_by,
@@ -91,7 +90,7 @@ def create_app(store: Store, sample: list[str], reviewer: str):
         return Response(SCRIPT, media_type="text/javascript", headers=HEADERS)
 
     @app.get("/")
-    def index(name: str = reviewer, last: str | None = None, side: str | None = None) -> HTMLResponse:
+    def index(name: str = reviewer, last: str | None = None) -> HTMLResponse:
         try:
             name = clean_reviewer(name[:MAX_REVIEWER + 1])
         except LabelRefused as e:
@@ -99,7 +98,7 @@ def create_app(store: Store, sample: list[str], reviewer: str):
         with lock:
             done = len(labelled_by(store, name, sample))
             shown = next_pair(store, sample, name)
-            revealed = _revealed(store, sample, last, side, name)
+            revealed = _revealed(store, last, name)
         return page(_header(name, done, len(sample)) + revealed + (_pair_form(shown, name, token) if shown else
                     f"<p>All {len(sample)} pairs of this review are labelled by {html.escape(name)}. Thank you.</p>"))
 
@@ -117,8 +116,7 @@ def create_app(store: Store, sample: list[str], reviewer: str):
                 record_label(store, sample, form.get("pair_id", ""), name, form.get("side", ""), form.get("note", ""))
         except LabelRefused as e:
             return PlainTextResponse(str(e), 400, headers=HEADERS)
-        target = f"/?name={quote(name)}&last={quote(form['pair_id'])}&side={quote(form['side'])}"
-        return RedirectResponse(target, 303, headers=HEADERS)
+        return RedirectResponse(f"/?name={quote(name)}&last={quote(form['pair_id'])}", 303, headers=HEADERS)
 
     return app
 
@@ -131,16 +129,20 @@ def _header(name: str, done: int, total: int) -> str:
             f'<span id="counts">{done} labelled / {total - done} to do</span></div></header>')
 
 
-def _revealed(store: Store, sample: list[str], last: str | None, side: str | None, name: str) -> str:
-    """After a label, the judge's verdict on that pair, which the page hid until then."""
-    if not last or last not in sample or side not in ("left", "right", "tie", "skip"):
+def _revealed(store: Store, last: str | None, name: str) -> str:
+    """Once a reviewer has labelled a pair, the judge's verdict on it, which the page hid until then."""
+    mine = store.query("SELECT label, shown_left FROM human_labels WHERE pair_id = ? AND reviewer = ?", [last, name])
+    if not last or not mine:
         return ""
+    label, shown_left = mine[0]["label"], mine[0]["shown_left"]
+    side = ("left" if label == shown_left else "right") if label in ("chosen", "rejected") else label
+    judge_side = "left" if shown_left == "chosen" else "right"
+    verdict = "you agree" if side == judge_side else "you disagree" if side in ("left", "right") else f"you said {side}"
     j = judge_said(store, last)
-    judge_side = "left" if chosen_left(last, name) else "right"
-    verdict = ("you agree" if side == judge_side else "you disagree" if side in ("left", "right") else f"you said {side}")
     return (f'<p class="revealed" id="revealed">Pair {html.escape(last)}: the judge ({html.escape(j["judge"])}) chose the '
             f'<b>{judge_side}</b> response, scoring it {j["chosen_score"]:.2f} against {j["rejected_score"]:.2f} '
-            f'(margin {j["margin"]:.2f}); {verdict}.</p>')
+            f'(margin {j["margin"]:.2f}); {verdict}.'
+            + (f' The audit flagged it: {html.escape(j["flags"])}.' if j["flags"] else "") + "</p>")
 
 
 def _pair_form(shown, name: str, token: str) -> str:

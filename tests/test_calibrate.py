@@ -110,3 +110,12 @@ def test_the_human_agreement_gate_waits_for_a_calibration_of_the_stores_judge(cl
     assert failed.exit_code == 2 and "human_agreement" in failed.output and "allowed min 0.9" in failed.output
     # Off by default: without it in audit.gates no gate reads the calibration.
     assert "human_agreement" not in json.loads(cli("audit", "--json", "--db", db).output)["gates"]
+
+
+def test_the_test_server_reads_two_equal_responses_as_two():
+    # The judge fences equal texts with the same tag: the server must still see two responses.
+    from prefcurate.judge.render import pairwise_user_message
+    from prefcurate.judge.verdict import JudgeTask
+
+    message = pairwise_user_message(seeded_context().rubric, JudgeTask([{"role": "user", "content": "q"}], ("False.", "False.")))
+    assert fenced_texts({"messages": [{"role": "user", "content": message}]}) == ["False.", "False."]

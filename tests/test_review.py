@@ -146,7 +146,9 @@ def test_the_page_refuses_what_it_should_and_escapes_what_it_shows(reviewed_db):
         assert post(pair_id=sample[0], note="x" * 2001) == 400
         assert post(pair_id=sample[0], token="forged") == 403
         assert store.scalar("SELECT count(*) FROM human_labels") == 0  # nothing written
+        assert 'id="revealed"' not in client.get(f"/?name=ada&last={sample[0]}").text  # not before it is labelled
         assert post(pair_id=sample[0], note="<b>bold</b> claim") == 303
+        assert 'id="revealed"' in client.get(f"/?name=ada&last={sample[0]}").text
 
         # Markup in a response is shown as text, never run.
         marked = next(p for p in sample if "script" in store.scalar(

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-FENCE = re.compile(r"<(response-[0-9a-f]+)>\n(.*)\n</\1>", re.S)
+FENCE = re.compile(r"<(response-[0-9a-f]+)>\n(.*?)\n</\1>", re.S)  # lazy: two equal responses share a tag
 Scorer = Callable[[dict], dict]
 
 
