@@ -34,6 +34,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("generate", "prefcurate.generate",
           lambda ctx: "generator.backend is none: the candidates already stored are judged"
           if ctx.config.generator.backend == "none" else None),
+    Stage("checks", "prefcurate.checks",
+          lambda ctx: None if ctx.rubric and ctx.rubric.checks else "the rubric lists no checks"),
     Stage("judge", "prefcurate.judge.stage"),
     Stage("pairs", "prefcurate.pairs"),
     Stage("verify", "prefcurate.judge.verify",

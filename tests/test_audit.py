@@ -173,8 +173,8 @@ def test_html_report_is_self_contained_with_its_plots(cli, pipeline_store, tmp_p
     with Store(pipeline_store) as store:
         scored = store.scalar("SELECT count(DISTINCT candidate_id) FROM v_judgments WHERE status = 'ok' AND mode = 'pointwise'")
     assert page.tags.count("circle") == scored  # one point per scored candidate
-    # Judge bias, probes, consistency, self-preference, calibration, people's labels, flags, gates.
-    assert page.tags.count("rect") >= 4 and page.tags.count("table") == 8
+    # Judge bias, probes, consistency, self-preference, calibration, people's labels, checks, flags, gates.
+    assert page.tags.count("rect") >= 4 and page.tags.count("table") == 9
 
 
 def test_the_opener_list_is_configurable(cli, tmp_path):

@@ -13,7 +13,7 @@ from prefcurate.audit.features import SHINGLES, WORDS
 from prefcurate.store import Store
 
 Flag = Literal["swap_inconsistent", "repeat_unstable", "reversed", "corrected", "tie", "judge_failure", "low_margin",
-               "contradiction", "duplicate", "degenerate", "injection_attempt", "self_preferred"]
+               "contradiction", "duplicate", "degenerate", "injection_attempt", "self_preferred", "failed_check"]
 
 # name: (the stage whose output it concerns, what it means)
 FLAGS: dict[str, tuple[str, str]] = {
@@ -32,6 +32,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "injection_attempt": ("generate", "a response contains text aimed at the judge (\"ignore the rubric\", ...)"),
     "self_preferred": ("judge", "the chosen response comes from the judge's own model family and the rejected one "
                                 "from another (audit.judge_family; see self_preference)"),
+    "failed_check": ("judge", "the chosen response fails a hard check of the rubric (its `checks:`): a verifiable "
+                              "answer the judge preferred anyway"),
 }
 assert set(FLAGS) == set(get_args(Flag))
 
@@ -128,6 +130,12 @@ degenerate AS (
 injections AS (
     SELECT s.pair_id, s.side FROM sides s JOIN candidate_features f USING (candidate_id) WHERE f.injection_attempt
 ),
+failed_checks AS (  -- hard checks of the audit's rubric that the chosen response fails
+    SELECT pr.pair_id, string_agg(k.name || ' (' || k.detail || ')', '; ' ORDER BY k.name) AS detail
+    FROM pairs pr JOIN candidate_checks k ON k.candidate_id = pr.chosen_id
+    WHERE list_contains($check_keys, k.check_key) AND k.hard AND NOT k.passed
+    GROUP BY pr.pair_id
+),
 families AS (
     SELECT pr.pair_id, coalesce($judge_family, model_family(pr.judge)) AS own, ch.generator AS chosen_by,
            rj.generator AS rejected_by, gc.family AS chosen_family, gr.family AS rejected_family
@@ -172,6 +180,8 @@ FROM injections GROUP BY pair_id
 UNION ALL
 SELECT pair_id, 'self_preferred', 'chosen from the judge''s family (' || own || '): ' || chosen_by || ' over ' || rejected_by
 FROM families WHERE chosen_family = own AND rejected_family IS DISTINCT FROM own
+UNION ALL
+SELECT pair_id, 'failed_check', 'the chosen response fails ' || detail FROM failed_checks
 """.format(
     norm_prompt=NORMALISE.format("p.prompt_text"), norm_chosen=NORMALISE.format("ch.text"),
     norm_rejected=NORMALISE.format("rj.text"), count_c=SHINGLE_COUNT.format("fc"), count_r=SHINGLE_COUNT.format("fr"),
@@ -181,12 +191,14 @@ FROM families WHERE chosen_family = own AND rejected_family IS DISTINCT FROM own
 
 
 def compute_flags(store: Store, low_margin: float, duplicate_jaccard: float, repetition_max: float,
-                  judge_family: str | None = None) -> dict:
+                  judge_family: str | None = None, check_keys: list[str] | None = None) -> dict:
     """Flag every stored pair into the temporary table ``audit_flags`` (needs candidate features);
     return {flag: count} for every flag, and the flags' fingerprint (it changes with any row).
-    ``judge_family``: the model family whose answers count as the judge's own (None: its model's name says)."""
+    ``judge_family``: the model family whose answers count as the judge's own (None: its model's name says);
+    ``check_keys``: the rubric's checks (rubric.Check.key) whose failure on a chosen response is flagged."""
     store.execute(FLAGS_SQL, {"low_margin": low_margin, "duplicate_jaccard": duplicate_jaccard,
-                              "repetition_max": repetition_max, "judge_family": judge_family})
+                              "repetition_max": repetition_max, "judge_family": judge_family,
+                              "check_keys": list(check_keys or [])})
     counts = {flag: 0 for flag in FLAGS} | {r["flag"]: int(r["n"]) for r in store.query(
         "SELECT flag, count(*) AS n FROM audit_flags GROUP BY flag")}
     fingerprint = store.scalar("SELECT coalesce(bit_xor(hash(pair_id, flag, detail)), 0) FROM audit_flags")

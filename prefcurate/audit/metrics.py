@@ -93,6 +93,30 @@ def probe_metrics(store: Store) -> dict:
     return out
 
 
+# Each applicable result of the rubric's checks, with its prompt and whether its candidate is some pair's chosen.
+CHECKS_SQL = """
+SELECT k.name, k.passed::DOUBLE AS passed, hash(c.prompt_id) AS prompt,
+       c.candidate_id IN (SELECT chosen_id FROM pairs) AS chosen
+FROM candidate_checks k JOIN candidates c USING (candidate_id)
+WHERE list_contains($keys, k.check_key) AND k.passed IS NOT NULL
+ORDER BY k.name, c.candidate_id
+"""
+
+
+def check_rates(store: Store, checks: list) -> dict:
+    """Per check of the rubric: its kind, whether it is hard, and the share of candidates (pass_rate) and of
+    chosen responses (chosen_pass_rate) that pass it, where it applies, with intervals."""
+    c = store.columns(CHECKS_SQL, {"keys": [check.key for check in checks]})
+    out = {}
+    for check in checks:
+        mine = c["name"] == check.name
+        chosen = mine & c["chosen"].astype(bool)
+        out[check.name] = {"kind": check.kind, "hard": check.hard,
+                           **metric("pass_rate", c["passed"][mine], mean, clusters=c["prompt"][mine]),
+                           **metric("chosen_pass_rate", c["passed"][chosen], mean, clusters=c["prompt"][chosen])}
+    return out
+
+
 def _strip_n(metric: dict) -> dict:
     return {k: v for k, v in metric.items() if not k.endswith("_n")}
 

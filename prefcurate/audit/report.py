@@ -90,6 +90,15 @@ def reviews_table(r: dict) -> Table:
                   for k in ("judge_agreement", "reviewer_agreement")])
 
 
+def checks_table(checks: dict) -> Table:
+    """The rubric's verifiable checks: how many candidates, and how many chosen responses, pass each."""
+    return Table("Checks (the rubric's verifiable checks)",
+                 ["check", "kind", "hard", "pass rate", "95% interval", "n", "chosen pass rate", "n chosen"],
+                 [(name, c["kind"], "yes" if c["hard"] else "no", fmt(c["pass_rate"]) or "n/a", interval(c["pass_rate_ci"]),
+                   c["pass_rate_n"], fmt(c["chosen_pass_rate"]) or "n/a", c["chosen_pass_rate_n"])
+                  for name, c in checks.items()] or [("-", "the rubric lists no checks", "", "", "", 0, "", 0)])
+
+
 def audit_tables(metrics: dict) -> list[Table]:
     """Everything `prefcurate audit` prints, in order."""
     c, noise = metrics["consistency"], metrics["noise_estimate"]
@@ -111,6 +120,7 @@ def audit_tables(metrics: dict) -> list[Table]:
         self_preference_table(metrics.get("self_preference") or {}),
         calibration_table(metrics.get("calibration") or {}),
         reviews_table(metrics.get("reviews") or {}),
+        checks_table(metrics.get("checks") or {}),
         Table("Flags", ["flag", "stage", "pairs", "blocks snapshots"],
               [(flag, FLAGS[flag][0], n, "yes" if flag in metrics["blocking_flags"] else "no")
                for flag, n in metrics["flags"].items()]),

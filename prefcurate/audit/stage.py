@@ -14,6 +14,7 @@ from prefcurate.audit.flags import by_stage, compute_flags, save_flags
 from prefcurate.audit.gates import evaluate_gates
 from prefcurate.audit.intervals import BOOTSTRAP, UNIT
 from prefcurate.audit.metrics import (
+    check_rates,
     failure_rates,
     margin_distribution,
     probe_metrics,
@@ -63,10 +64,13 @@ def full_audit(store: Store, ctx: RunContext) -> dict:
     metrics["margins"] = margin_distribution(store)
     metrics["calibration"] = store_calibration(store)
     metrics["reviews"] = review_agreement(store)
+    checks = ctx.rubric.checks if ctx.rubric else []
+    metrics["checks"] = check_rates(store, checks)
     counts = store.counts()
     metrics["counts"] = {k: counts[k] for k in AUDITED}
     metrics["intervals"] = INTERVALS
-    flagged = compute_flags(store, cfg.low_margin, cfg.duplicate_jaccard, cfg.repetition_max, cfg.judge_family)
+    flagged = compute_flags(store, cfg.low_margin, cfg.duplicate_jaccard, cfg.repetition_max, cfg.judge_family,
+                            [c.key for c in checks])
     metrics["flags"] = flagged["counts"]
     metrics["flags_by_stage"] = by_stage(flagged["counts"])
     metrics["blocking_flags"] = list(cfg.blocking_flags)
