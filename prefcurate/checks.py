@@ -58,6 +58,20 @@ def _answer(check: Check, text: str, default: re.Pattern | None) -> str | None:
     return lines[-1] if lines else None
 
 
+def answer_of(check: Check, text: str) -> str | None:
+    """The answer an exact_answer or numeric_answer check reads in a response, normalised so that equal
+    answers compare equal (a number as a float's text, else lower-cased text without a final period);
+    None when it finds none. Majority voting counts these."""
+    if check.kind == "numeric_answer":
+        found = _answer(check, text, NUMBER)
+        try:
+            return None if found is None else repr(float(found.replace(",", "")))
+        except ValueError:
+            return None
+    found = _answer(check, text, None)
+    return None if found is None else _normal(found, check.ignore_case)
+
+
 def _parse_json(text: str):
     body = text.strip()
     fenced = FENCED_JSON.match(body)

@@ -497,6 +497,39 @@ def calibrate(
                   f"(${result['cost_usd_this_run']:.4f}), ${result['cost_usd']:.4f} in all", highlight=False)
 
 
+@app.command("best-of-n")
+@errors_to_exit
+def best_of_n(
+    config: Annotated[str, typer.Argument(help="Run config whose judge's scores and rubric's checks to use.")],
+    ns: Annotated[str, typer.Option("--ns", help="The Ns of the curve, comma-separated.")] = "1,2,4,8,16",
+    split: Annotated[str | None, typer.Option(help="Only prompts whose metadata.split is this, e.g. heldout.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the curve as one JSON object.")] = False,
+    db: Db = None,
+) -> None:
+    """The judge's best of N candidates per prompt (and the majority answer): pass rate and score for each N."""
+    from prefcurate.audit.report import fmt
+    from prefcurate.best_of_n import candidates_by_prompt, curve
+    from prefcurate.context import RunContext
+    from prefcurate.store import open_store
+
+    try:
+        sizes = tuple(sorted({int(x) for x in ns.split(",")}))
+    except ValueError:
+        raise PrefcurateError(f"--ns {ns!r}: give whole numbers separated by commas, e.g. 1,2,4,8,16") from None
+    if not sizes or sizes[0] < 1:
+        raise PrefcurateError(f"--ns {ns!r}: every N must be at least 1")
+    ctx = RunContext.resolve(config, read_prompts=False)
+    with open_store(db, read_only=True) as store:
+        points = curve(candidates_by_prompt(store, ctx, split), sizes)
+    if as_json:
+        print(json.dumps({"curve": points, "judge": ctx.judge, "split": split}, indent=2))
+        return
+    print_table(f"Best of N by {ctx.judge}" + (f" ({split} prompts)" if split else ""),
+                ["N", "prompts", "pass rate (judge's best)", "mean score", "pass rate (majority answer)"],
+                [(p["n"], p["prompts"], fmt(p["pass_rate"]) or "n/a", fmt(p["mean_score"]) or "n/a",
+                  fmt(p["majority_pass_rate"]) or "n/a") for p in points])
+
+
 @app.command()
 @errors_to_exit
 def review(
