@@ -9,6 +9,7 @@ Candidates imported and judged by any backend work too; without checks that appl
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ WITH scores AS (
     SELECT candidate_id, bool_and(passed) FILTER (WHERE passed IS NOT NULL) AS passed
     FROM candidate_checks WHERE list_contains($keys, check_key) AND hard GROUP BY candidate_id
 )
-SELECT c.prompt_id, c.candidate_id, c.sample_index, c.text, s.score, h.passed
+SELECT c.prompt_id, c.candidate_id, c.sample_index, c.text, s.score, h.passed,
+       p.metadata->>('$.' || $reference_key) IS NOT NULL AS has_reference
 FROM candidates c JOIN scores s USING (candidate_id) JOIN prompts p USING (prompt_id)
 LEFT JOIN hard h USING (candidate_id)
 WHERE $split IS NULL OR p.metadata->>'$.split' = $split
@@ -44,6 +46,8 @@ class Candidate:
     score: float
     passed: bool | None
     answer: str | None  # what the rubric's answer check reads in it, normalised; None without one
+    text: str
+    has_reference: bool  # its prompt has a reference answer
 
 
 def candidates_by_prompt(store: Store, ctx: RunContext, split: str | None = None) -> dict[str, list[Candidate]]:
@@ -51,10 +55,10 @@ def candidates_by_prompt(store: Store, ctx: RunContext, split: str | None = None
     answer_check = next((c for c in rubric.checks if c.kind in ("numeric_answer", "exact_answer")), None)
     out: dict[str, list[Candidate]] = {}
     for r in store.query(SCORED_SQL, {"judge": ctx.judge, "rubric_hash": rubric.hash, "split": split,
-                                      "keys": [c.key for c in rubric.checks]}):
+                                      "keys": [c.key for c in rubric.checks], "reference_key": rubric.reference_key or ""}):
         answer = answer_of(answer_check, r["text"]) if answer_check else None
         out.setdefault(r["prompt_id"], []).append(Candidate(r["candidate_id"], r["sample_index"], r["score"], r["passed"],
-                                                            answer))
+                                                            answer, r["text"], bool(r["has_reference"])))
     return out
 
 
@@ -88,3 +92,30 @@ def curve(by_prompt: dict[str, list[Candidate]], ns: tuple[int, ...] = DEFAULT_N
                     "mean_score": float(np.mean([c.score for c in chosen])) if chosen else None,
                     "majority_pass_rate": _rate([majority(g) for g in groups]) if voted else None})
     return out
+
+
+def kept(cands: list[Candidate]) -> Candidate:
+    """What the snapshot keeps of a prompt's samples: the majority answer where the prompt has a reference
+    answer and the rubric an answer check (self-consistency), else the judge's best."""
+    voted = cands[0].has_reference and any(c.answer is not None for c in cands)
+    return majority(cands) if voted else best(cands)
+
+
+def freeze_kept(store: Store, ctx: RunContext, by_prompt: dict[str, list[Candidate]], n: int, name: str | None = None):
+    """An SFT snapshot of what is kept of each prompt's first ``n`` samples (prompts with fewer are left out)."""
+    from prefcurate.ids import content_id
+    from prefcurate.snapshot import freeze_sft
+
+    picks = {pid: kept(cands[:n]) for pid, cands in by_prompt.items() if len(cands) >= n}
+    messages = {r["prompt_id"]: json.loads(r["messages"]) for r in store.query(
+        "SELECT prompt_id, messages FROM prompts WHERE list_contains(?, prompt_id)", [list(picks)])}
+    rows = [{"messages": messages[pid] + [{"role": "assistant", "content": c.text}], "prompt_id": pid,
+             "candidate_id": c.candidate_id, "score": c.score} for pid, c in sorted(picks.items())]
+    test_fraction = ctx.config.snapshot.test_fraction
+    manifest = {"snapshot_id": content_id("snapshot", "best_of_n", [r["candidate_id"] for r in rows], test_fraction),
+                "name": name, "kind": "best_of_n", "best_of": n, "judges": [ctx.judge],
+                "rubric_hashes": [ctx.require_rubric().hash], "run_id": ctx.run_id,
+                "selection": "the majority answer where the prompt has a reference and the rubric an answer check, "
+                             "else the judge's highest score (earliest sample among equals)",
+                "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction}}
+    return freeze_sft(store, rows, manifest)

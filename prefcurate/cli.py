@@ -503,12 +503,15 @@ def best_of_n(
     config: Annotated[str, typer.Argument(help="Run config whose judge's scores and rubric's checks to use.")],
     ns: Annotated[str, typer.Option("--ns", help="The Ns of the curve, comma-separated.")] = "1,2,4,8,16",
     split: Annotated[str | None, typer.Option(help="Only prompts whose metadata.split is this, e.g. heldout.")] = None,
+    snapshot: Annotated[bool, typer.Option(help="Also freeze what is kept at the largest N as an SFT snapshot.")] = True,
+    name: Annotated[str | None, typer.Option(help="A name for the snapshot.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the curve as one JSON object.")] = False,
     db: Db = None,
 ) -> None:
-    """The judge's best of N candidates per prompt (and the majority answer): pass rate and score for each N."""
+    """The judge's best of N candidates per prompt (and the majority answer): pass rate and score for each N,
+    and an SFT snapshot of what is kept."""
     from prefcurate.audit.report import fmt
-    from prefcurate.best_of_n import candidates_by_prompt, curve
+    from prefcurate.best_of_n import candidates_by_prompt, curve, freeze_kept
     from prefcurate.context import RunContext
     from prefcurate.store import open_store
 
@@ -519,15 +522,24 @@ def best_of_n(
     if not sizes or sizes[0] < 1:
         raise PrefcurateError(f"--ns {ns!r}: every N must be at least 1")
     ctx = RunContext.resolve(config, read_prompts=False)
-    with open_store(db, read_only=True) as store:
-        points = curve(candidates_by_prompt(store, ctx, split), sizes)
+    with open_store(db, read_only=not snapshot) as store:
+        by_prompt = candidates_by_prompt(store, ctx, split)
+        points = curve(by_prompt, sizes)
+        n = max((p["n"] for p in points if p["prompts"]), default=None)
+        frozen = freeze_kept(store, ctx, by_prompt, n, name) if snapshot and n else None
+    snapshot_id = frozen.snapshot_id if frozen else None
     if as_json:
-        print(json.dumps({"curve": points, "judge": ctx.judge, "split": split}, indent=2))
+        print(json.dumps({"curve": points, "snapshot_id": snapshot_id, "judge": ctx.judge, "split": split}, indent=2))
         return
     print_table(f"Best of N by {ctx.judge}" + (f" ({split} prompts)" if split else ""),
                 ["N", "prompts", "pass rate (judge's best)", "mean score", "pass rate (majority answer)"],
                 [(p["n"], p["prompts"], fmt(p["pass_rate"]) or "n/a", fmt(p["mean_score"]) or "n/a",
                   fmt(p["majority_pass_rate"]) or "n/a") for p in points])
+    if frozen:
+        console.print(f"snapshot {'created' if frozen.created else 'already existed'}: {frozen.n_pairs} prompts' kept "
+                      f"answers of {n} samples ({frozen.n_train} train, {frozen.n_test} test) at {frozen.path}",
+                      highlight=False, soft_wrap=True)
+        print(snapshot_id)
 
 
 @app.command()

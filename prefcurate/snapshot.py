@@ -29,6 +29,7 @@ from prefcurate.runs import run_configs
 from prefcurate.store import Store
 
 SPLITS = ("train", "test")
+PAIRS_FORMAT = "trl-conversational-explicit-prompt"  # what `snapshot create` writes and DPO reads
 
 # The pairs the audit found fit: no flag of that audit blocks them.
 PAIRS_SQL = """
@@ -138,7 +139,7 @@ def _manifest(snapshot_id: str, name: str | None, rows: list[dict], splits: dict
         "name": name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "prefcurate_version": prefcurate.__version__,
-        "format": "trl-conversational-explicit-prompt",
+        "format": PAIRS_FORMAT,
         "counts": {"pairs": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
                    "prompts": len({r["prompt_id"] for r in rows})},
         "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction},
@@ -151,7 +152,7 @@ def _manifest(snapshot_id: str, name: str | None, rows: list[dict], splits: dict
     }
 
 
-def _freeze(folder: Path, splits: dict[str, list], manifest: dict) -> Path:
+def _freeze(folder: Path, splits: dict[str, list], manifest: dict, schema: pa.Schema = ROW_SCHEMA) -> Path:
     """Write the splits and the manifest (with each file's checksum) into a hidden folder, made read-only,
     then rename it into place: a snapshot is never visible half-written."""
     final = folder / manifest["snapshot_id"]
@@ -164,7 +165,7 @@ def _freeze(folder: Path, splits: dict[str, list], manifest: dict) -> Path:
         manifest["files"] = {}
         for split, items in splits.items():
             fname = f"{split}.parquet"
-            pq.write_table(pa.Table.from_pylist(items, schema=ROW_SCHEMA), tmp / fname)
+            pq.write_table(pa.Table.from_pylist(items, schema=schema), tmp / fname)
             manifest["files"][fname] = {"sha256": sha256_file(tmp / fname), "rows": len(items)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for f in tmp.iterdir():
@@ -185,6 +186,37 @@ def _describe(gate: dict) -> str:
     bounds = ", ".join(f"{k} {v}" for k, v in gate["threshold"].items() if v is not None)
     q = f", q={gate['q']:.2g}" if gate.get("q") is not None else ""
     return f"{gate['value']:.3f}{ci}{q}, allowed {bounds}"
+
+
+# An SFT snapshot (best-of-n's kept answers): TRL's conversational format, one conversation per prompt.
+SFT_FORMAT = "trl-conversational-messages"
+SFT_SCHEMA = pa.schema([
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("prompt_id", pa.string()),
+    ("candidate_id", pa.string()),
+    ("score", pa.float64()),
+])
+
+
+def freeze_sft(store: Store, rows: list[dict], manifest: dict) -> Snapshot:
+    """Freeze conversations ({messages, prompt_id, candidate_id, score}) as an SFT snapshot, split by prompt
+    hash like every snapshot, or return the identical one that exists. ``manifest`` says what they are;
+    its id, counts, split and format are added here."""
+    test_fraction, snapshot_id = manifest["split"]["test_fraction"], manifest["snapshot_id"]
+    existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
+    if existing and Path(existing[0]["path"]).is_dir():
+        return _from_row(existing[0], created=False)
+    splits = {s: [r for r in rows if in_test_split(r["prompt_id"], test_fraction) == (s == "test")] for s in SPLITS}
+    manifest |= {"format": SFT_FORMAT, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "prefcurate_version": prefcurate.__version__,
+                 "counts": {"rows": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
+                            "prompts": len({r["prompt_id"] for r in rows})}}
+    path = _freeze(snapshots_dir(store), splits, manifest, SFT_SCHEMA)
+    counts = manifest["counts"]
+    store.insert("snapshots", [{"snapshot_id": snapshot_id, "name": manifest.get("name"), "path": str(path),
+                                "n_pairs": counts["rows"], "n_train": counts["train"], "n_test": counts["test"],
+                                "manifest": manifest, "audit_id": None, "run_id": manifest.get("run_id")}])
+    return Snapshot(snapshot_id, manifest.get("name"), path, counts["rows"], counts["train"], counts["test"], manifest, True)
 
 
 def _from_row(row: dict, created: bool = False) -> Snapshot:

@@ -1,10 +1,12 @@
 """`prefcurate best-of-n`: the judge's best of the first N candidates per prompt, and the majority answer;
-the curve's pass rates against an independent count over the stored scores and checks."""
+the curve's pass rates against an independent count over the stored scores and checks, and the SFT
+snapshot of what is kept."""
 
 from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import yaml
 from conftest import RUBRIC, claude_config, context, seed_scored
 
@@ -48,7 +50,20 @@ def test_best_of_n_picks_the_stored_argmax_and_votes_the_majority(cli, db, tmp_p
     assert points[4]["pass_rate"] == 0.5 and points[4]["majority_pass_rate"] == 0.4
     assert points[4]["mean_score"] == (5 * 9.0 + 5 * 8.0) / 10
 
-    heldout = json.loads(cli("best-of-n", config, "--ns", "4", "--split", "heldout", "--json", "--db", db).output)
+    # What is kept of the 4 samples, frozen for SFT: the majority answer, since every prompt has a reference.
+    snapshot_id = json.loads(result.output)["snapshot_id"]
+    folder = db.parent / "snapshots" / snapshot_id
+    rows = [r for split in ("train", "test") for r in pq.read_table(folder / f"{split}.parquet").to_pylist()]
+    assert len(rows) == 10 and cli("snapshot", "verify", snapshot_id, "--db", db).exit_code == 0
+    for r in rows:
+        i = int(r["messages"][0]["content"].split()[2])
+        assert r["messages"][1] == {"role": "assistant", "content": f"{i} + 40 = {i + 40}" if i % 3 == 0 else f"I think {i + 41}"}
+    refused = cli("train", "dpo", "--snapshot", snapshot_id, "--db", db)
+    assert refused.exit_code == 2 and "not preference pairs" in refused.output
+
+    heldout = json.loads(cli("best-of-n", config, "--ns", "4", "--split", "heldout", "--no-snapshot", "--json",
+                             "--db", db).output)
     assert heldout["curve"] == [{"n": 4, "prompts": 1, "pass_rate": 1.0, "mean_score": 8.0, "majority_pass_rate": 1.0}]
+    assert heldout["snapshot_id"] is None
     bad = cli("best-of-n", config, "--ns", "1,two", "--db", db)
     assert bad.exit_code == 2 and "--ns" in bad.output

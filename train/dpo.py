@@ -25,7 +25,7 @@ from pathlib import Path
 
 from prefcurate.errors import ConfigError, MissingDependencyError, PrefcurateError
 from prefcurate.ids import content_id
-from prefcurate.snapshot import Snapshot, get_snapshot, verify_snapshot
+from prefcurate.snapshot import PAIRS_FORMAT, Snapshot, get_snapshot, verify_snapshot
 from prefcurate.store import Store
 from prefcurate.train.config import TrainConfig
 from prefcurate.train.evaluate import (
@@ -213,6 +213,9 @@ def plan(store: Store, snapshot_id: str, cfg: TrainConfig) -> Plan:
 
     snap = get_snapshot(store, snapshot_id)
     manifest = verify_snapshot(snap.path)
+    if manifest.get("format", PAIRS_FORMAT) != PAIRS_FORMAT:
+        raise ConfigError(f"snapshot {snapshot_id} holds {manifest['format']} rows ({manifest.get('kind', 'not pairs')}), "
+                          "not preference pairs: DPO trains on a snapshot from `prefcurate snapshot create`")
     audit = manifest.get("audit") or {}
     if audit and not audit["passed"] and not audit["forced"]:
         raise PrefcurateError(f"snapshot {snapshot_id}: its audit {audit['audit_id']} failed and it was not forced; "
