@@ -17,6 +17,7 @@ import numpy as np
 
 from prefcurate.checks import answer_of
 from prefcurate.context import RunContext
+from prefcurate.ids import content_id
 from prefcurate.store import Store
 
 DEFAULT_NS = (1, 2, 4, 8, 16)
@@ -103,8 +104,7 @@ def kept(cands: list[Candidate]) -> Candidate:
 
 def freeze_kept(store: Store, ctx: RunContext, by_prompt: dict[str, list[Candidate]], n: int, name: str | None = None):
     """An SFT snapshot of what is kept of each prompt's first ``n`` samples (prompts with fewer are left out)."""
-    from prefcurate.ids import content_id
-    from prefcurate.snapshot import freeze_sft
+    from prefcurate.snapshot import freeze_sft  # the snapshot module brings the audit: only when freezing
 
     picks = {pid: kept(cands[:n]) for pid, cands in by_prompt.items() if len(cands) >= n}
     messages = {r["prompt_id"]: json.loads(r["messages"]) for r in store.query(

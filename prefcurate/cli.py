@@ -513,6 +513,7 @@ def best_of_n(
     from prefcurate.audit.report import fmt
     from prefcurate.best_of_n import candidates_by_prompt, curve, freeze_kept
     from prefcurate.context import RunContext
+    from prefcurate.runs import recorded_run
     from prefcurate.store import open_store
 
     try:
@@ -526,7 +527,10 @@ def best_of_n(
         by_prompt = candidates_by_prompt(store, ctx, split)
         points = curve(by_prompt, sizes)
         n = max((p["n"] for p in points if p["prompts"]), default=None)
-        frozen = freeze_kept(store, ctx, by_prompt, n, name) if snapshot and n else None
+        frozen = None
+        if snapshot and n:
+            with recorded_run(store, "best-of-n", ctx, {"ns": list(sizes), "split": split}):
+                frozen = freeze_kept(store, ctx, by_prompt, n, name)
     snapshot_id = frozen.snapshot_id if frozen else None
     if as_json:
         print(json.dumps({"curve": points, "snapshot_id": snapshot_id, "judge": ctx.judge, "split": split}, indent=2))
