@@ -9,7 +9,6 @@ Candidates imported and judged by any backend work too; without checks that appl
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy as np
 from prefcurate.checks import answer_of
 from prefcurate.context import RunContext
 from prefcurate.ids import content_id
+from prefcurate.prompts import prompt_messages
 from prefcurate.store import Store
 
 DEFAULT_NS = (1, 2, 4, 8, 16)
@@ -107,8 +107,7 @@ def freeze_kept(store: Store, ctx: RunContext, by_prompt: dict[str, list[Candida
     from prefcurate.snapshot import freeze_sft  # the snapshot module brings the audit: only when freezing
 
     picks = {pid: kept(cands[:n]) for pid, cands in by_prompt.items() if len(cands) >= n}
-    messages = {r["prompt_id"]: json.loads(r["messages"]) for r in store.query(
-        "SELECT prompt_id, messages FROM prompts WHERE list_contains(?, prompt_id)", [list(picks)])}
+    messages = prompt_messages(store, list(picks))
     rows = [{"messages": messages[pid] + [{"role": "assistant", "content": c.text}], "prompt_id": pid,
              "candidate_id": c.candidate_id, "score": c.score} for pid, c in sorted(picks.items())]
     test_fraction = ctx.config.snapshot.test_fraction

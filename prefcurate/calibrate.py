@@ -25,7 +25,7 @@ from prefcurate.audit.intervals import mean, metric
 from prefcurate.context import RunContext
 from prefcurate.errors import PrefcurateError
 from prefcurate.ids import content_id
-from prefcurate.inputs import prompt_id_for
+from prefcurate.inputs import normalise_messages, prompt_id_for
 from prefcurate.judge.render import pairwise_user_message, rubric_system_prompt
 from prefcurate.judge.runner import DONE_SQL, Item, JudgeStats, judge_missing, pair_items
 from prefcurate.store import Store, utc_now
@@ -51,15 +51,12 @@ class Labelled:
     items: tuple[Item, Item]  # shown a first (order ab), then b first (order ba)
 
 
-def messages_of(prompt) -> list[dict]:
-    """A prompt as chat messages: a string is one user turn."""
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-
-
-def labelled_items(ctx: RunContext, pairs: list[LabelledPair]) -> list[Labelled]:
+def labelled_items(ctx: RunContext, pairs: list[LabelledPair], source: str = "labels") -> list[Labelled]:
+    """Each labelled pair with the ids of its prompt and responses and its two judge items; a prompt that
+    is not a string or a list of messages is refused naming ``source`` and its row."""
     out = []
     for p in pairs:
-        messages = messages_of(p.prompt)
+        messages = normalise_messages(p.prompt, source, p.where, "prompt")
         pid = prompt_id_for(messages)
         a_id, b_id = (content_id("candidate", pid, PROBE, text) for text in (p.a, p.b))
         rows = [{"prompt_id": pid, "messages": json.dumps(messages), "metadata": None, "a_id": a_id, "a_text": p.a,
@@ -129,13 +126,14 @@ class Plan:
     estimate: dict
 
 
-def plan(store: Store, ctx: RunContext, pairs: list[LabelledPair], max_usd: float | None = None) -> Plan:
+def plan(store: Store, ctx: RunContext, pairs: list[LabelledPair], max_usd: float | None = None,
+         source: str = "labels") -> Plan:
     """The calls a calibration on ``pairs`` needs (what is stored is not asked again) and their estimate;
     ``max_usd`` also caps what Claude may spend."""
     if max_usd is not None and ctx.config.judge.backend == "anthropic":
         judge = ctx.config.judge.model_copy(update={"max_usd": max_usd})
         ctx = ctx.model_copy(update={"config": ctx.config.model_copy(update={"judge": judge})})
-    labelled = labelled_items(ctx, pairs)
+    labelled = labelled_items(ctx, pairs, source)
     todo = pending(store, ctx, labelled)
     return Plan(ctx, labelled, todo, estimate(ctx, todo))
 

@@ -474,7 +474,7 @@ def calibrate(
             pairs = reviewed_pairs(store)
             if not pairs:
                 raise PrefcurateError("no labels to calibrate on: label pairs with `prefcurate review` first")
-        planned = plan(store, ctx, pairs, max_usd)
+        planned = plan(store, ctx, pairs, max_usd, source)
         e = planned.estimate
         if not as_json:
             cost = f", about ${e['cost_usd']:.4f}" if e["cost_usd"] is not None else ""
