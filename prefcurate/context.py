@@ -73,7 +73,7 @@ class RunContext(BaseModel):
         """The validated prompts of ``prompts.path`` (None when it is not set), read on first use."""
         if self._prompts is None and self.config.prompts.path is not None:
             p = self.config.prompts
-            self._prompts = load_prompts(p.path, p.split, p.limit)
+            self._prompts = load_prompts(p.path, p.split, p.limit, p.where)
         return self._prompts
 
     def scoped(self, prompt_ids: list[str] | None) -> RunContext:

@@ -130,15 +130,23 @@ class PromptFile:
     rows: int  # rows read: the difference is duplicates
 
 
-def load_prompts(source: str, split: str = "train", limit: int | None = None) -> PromptFile:
-    """Validate every row of ``source`` (at most ``limit`` rows)."""
+def load_prompts(source: str, split: str = "train", limit: int | None = None,
+                 where: dict[str, str] | None = None) -> PromptFile:
+    """The prompts of ``source`` whose metadata has the values of ``where`` (all when None), at most ``limit``
+    of them; every row read is validated (without a filter, only the first ``limit`` are read)."""
     rows = read_rows(source, split)
-    if limit is not None:
+    if limit is not None and not where:
         rows = rows[:limit]
     if not rows:
         raise InputError(source, None, "no prompts found", "add one JSON object per line")
+    prompts = [parse_prompt(obj, source, line) for line, obj in rows]
+    if where:
+        prompts = [p for p in prompts if all(str((p.metadata or {}).get(k)) == str(v) for k, v in where.items())]
+        if not prompts:
+            raise InputError(source, None, f"no prompt's metadata matches prompts.where {where}",
+                             "check the metadata keys and values, or drop prompts.where")
+        prompts = prompts[:limit]
     seen: dict[str, Prompt] = {}
-    for where, obj in rows:
-        p = parse_prompt(obj, source, where)
+    for p in prompts:
         seen.setdefault(p.prompt_id, p)
-    return PromptFile(str(source), list(seen.values()), len(rows))
+    return PromptFile(str(source), list(seen.values()), len(prompts))

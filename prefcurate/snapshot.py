@@ -1,10 +1,14 @@
 """Stage 7, snapshot: the pairs that passed the audit, frozen as Parquet in TRL's conversational format.
 
-Creating one runs the audit first: it refuses when a gate failed (unless forced, which the
-manifest records) and takes only pairs without a blocking flag. A snapshot folder holds ``train.parquet``, ``test.parquet`` and ``manifest.json``. Its id is a
-hash of the pair ids and the split settings, so the same pairs always give the same snapshot;
-files are written to a temporary folder and renamed into place, so a half-written snapshot is
-never visible; every file's sha256 is in the manifest and ``verify_snapshot`` checks them.
+Creating one runs the audit first: it refuses when a gate failed (unless forced, which the manifest
+records) and takes only pairs without a blocking flag. A snapshot folder holds ``train.parquet``,
+``test.parquet`` and ``manifest.json``. Its id is a hash of the pair ids and the split settings, so the
+same pairs always give the same snapshot; files are written to a temporary folder and renamed into
+place, so a half-written snapshot is never visible; every file's sha256 is in the manifest and
+``verify_snapshot`` checks them.
+
+Two more kinds share the freezing: an SFT snapshot (best-of-n's kept answers) and a prompts snapshot
+(prompts with their reference answers, GRPO's), each saying its ``format`` and ``kind`` in its manifest.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from prefcurate.audit.stage import full_audit
 from prefcurate.context import RunContext
 from prefcurate.errors import GatesFailed, NotFoundError, PrefcurateError
 from prefcurate.ids import content_id, sha256_file, unit_interval
+from prefcurate.inputs import PromptFile
 from prefcurate.runs import run_configs
 from prefcurate.store import Store
 
@@ -95,28 +100,18 @@ def create_snapshot(store: Store, ctx: RunContext, name: str | None = None, test
         raise GatesFailed(f"audit {report['audit_id']} failed {len(failed)} gate(s): {described}. Fix the judge "
                           "(README: \"When a gate fails\"), or pass --force to snapshot anyway (recorded in the manifest)")
     rows = _fit_rows(store, report, ctx.config.audit.blocking_flags)
-    snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
-    existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
-    if existing and Path(existing[0]["path"]).is_dir():
-        return _from_row(existing[0], created=False)
     splits = {s: [] for s in SPLITS}
     for r in rows:
         splits["test" if in_test_split(r["prompt_id"], test_fraction) else "train"].append(_trl_row(r))
-    manifest = _manifest(snapshot_id, name, rows, splits, test_fraction, run_configs(store, [r["run_id"] for r in rows]))
+    snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
+    manifest = _manifest(snapshot_id, name, rows, test_fraction, run_configs(store, [r["run_id"] for r in rows]))
     manifest["audit"] = {
         "audit_id": report["audit_id"], "passed": report["passed"], "forced": bool(failed), "failed_gates": failed,
         "blocking_flags": list(ctx.config.audit.blocking_flags), "flags": report["flags"],
         "pairs_audited": report["n_pairs"], "pairs_excluded": report["n_pairs"] - len(rows),
         "noise_estimate": report["noise_estimate"],
     }
-    path = _freeze(snapshots_dir(store), splits, manifest)
-    counts = manifest["counts"]
-    store.insert("snapshots", [{
-        "snapshot_id": snapshot_id, "name": name, "path": str(path), "n_pairs": counts["pairs"],
-        "n_train": counts["train"], "n_test": counts["test"], "manifest": manifest, "audit_id": report["audit_id"],
-        "run_id": ctx.run_id,
-    }])
-    return Snapshot(snapshot_id, name, path, counts["pairs"], counts["train"], counts["test"], manifest, True)
+    return freeze_rows(store, splits, manifest, ROW_SCHEMA, audit_id=report["audit_id"])
 
 
 def _fit_rows(store: Store, report: dict, blocking: list[str]) -> list[dict]:
@@ -131,17 +126,15 @@ def _fit_rows(store: Store, report: dict, blocking: list[str]) -> list[dict]:
     return rows
 
 
-def _manifest(snapshot_id: str, name: str | None, rows: list[dict], splits: dict[str, list], test_fraction: float,
-              configs: dict) -> dict:
-    """What a snapshot holds and where it came from (its files and audit are added by the caller)."""
+def _manifest(snapshot_id: str, name: str | None, rows: list[dict], test_fraction: float, configs: dict) -> dict:
+    """What a pairs snapshot holds and where it came from (its audit is added by the caller, its counts
+    and files when it is frozen)."""
     return {
         "snapshot_id": snapshot_id,
         "name": name,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "prefcurate_version": prefcurate.__version__,
+        "kind": "pairs",
         "format": PAIRS_FORMAT,
-        "counts": {"pairs": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
-                   "prompts": len({r["prompt_id"] for r in rows})},
+        "counts": {"pairs": len(rows)},
         "split": {"by": "sha256 of prompt_id", "test_fraction": test_fraction},
         "judges": sorted({r["judge"] for r in rows}),
         "rubric_hashes": sorted({r["rubric_hash"] for r in rows}),
@@ -202,21 +195,31 @@ def freeze_sft(store: Store, rows: list[dict], manifest: dict) -> Snapshot:
     """Freeze conversations ({messages, prompt_id, candidate_id, score}) as an SFT snapshot, split by prompt
     hash like every snapshot, or return the identical one that exists. ``manifest`` says what they are;
     its id, counts, split and format are added here."""
-    test_fraction, snapshot_id = manifest["split"]["test_fraction"], manifest["snapshot_id"]
-    existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [snapshot_id])
+    test_fraction = manifest["split"]["test_fraction"]
+    splits = {s: [r for r in rows if in_test_split(r["prompt_id"], test_fraction) == (s == "test")] for s in SPLITS}
+    return freeze_rows(store, splits, manifest | {"format": SFT_FORMAT}, SFT_SCHEMA)
+
+
+def freeze_rows(store: Store, splits: dict[str, list[dict]], manifest: dict, schema: pa.Schema,
+                audit_id: str | None = None) -> Snapshot:
+    """Freeze ``splits`` (train and test rows of ``schema``) with ``manifest`` (its id, what the rows are)
+    as a snapshot and record it, or return the identical one that exists. Adds the creation time, the
+    version and the counts to the manifest."""
+    existing = store.query("SELECT * FROM snapshots WHERE snapshot_id = ?", [manifest["snapshot_id"]])
     if existing and Path(existing[0]["path"]).is_dir():
         return _from_row(existing[0], created=False)
-    splits = {s: [r for r in rows if in_test_split(r["prompt_id"], test_fraction) == (s == "test")] for s in SPLITS}
-    manifest |= {"format": SFT_FORMAT, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    rows = splits["train"] + splits["test"]
+    manifest |= {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "prefcurate_version": prefcurate.__version__,
                  "counts": {"rows": len(rows), "train": len(splits["train"]), "test": len(splits["test"]),
-                            "prompts": len({r["prompt_id"] for r in rows})}}
-    path = _freeze(snapshots_dir(store), splits, manifest, SFT_SCHEMA)
+                            "prompts": len({r["prompt_id"] for r in rows})} | manifest.get("counts", {})}
+    path = _freeze(snapshots_dir(store), splits, manifest, schema)
     counts = manifest["counts"]
-    store.insert("snapshots", [{"snapshot_id": snapshot_id, "name": manifest.get("name"), "path": str(path),
+    store.insert("snapshots", [{"snapshot_id": manifest["snapshot_id"], "name": manifest.get("name"), "path": str(path),
                                 "n_pairs": counts["rows"], "n_train": counts["train"], "n_test": counts["test"],
-                                "manifest": manifest, "audit_id": None, "run_id": manifest.get("run_id")}])
-    return Snapshot(snapshot_id, manifest.get("name"), path, counts["rows"], counts["train"], counts["test"], manifest, True)
+                                "manifest": manifest, "audit_id": audit_id, "run_id": manifest.get("run_id")}])
+    return Snapshot(manifest["snapshot_id"], manifest.get("name"), path, counts["rows"], counts["train"],
+                    counts["test"], manifest, True)
 
 
 def _from_row(row: dict, created: bool = False) -> Snapshot:
@@ -278,3 +281,50 @@ def export_snapshot(snapshot: Snapshot, to: str | Path, fmt: str = "parquet") ->
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     shutil.copyfile(snapshot.path / "manifest.json", targets[-1])
     return targets
+
+
+# A prompts snapshot (GRPO's): each prompt with its reference answer; the manifest holds the rubric, whose
+# checks are the rewards, and the generator, the policy to train.
+PROMPTS_FORMAT = "trl-conversational-prompt-only"
+PROMPTS_SCHEMA = pa.schema([
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("prompt_id", pa.string()),
+    ("reference", pa.string()),
+])
+
+
+def freeze_prompts(store: Store, ctx: RunContext, file: PromptFile, name: str | None = None,
+                   test_split: str | None = None, test_fraction: float | None = None) -> Snapshot:
+    """Store the prompts of ``file`` and freeze them with their reference answers (the rubric's
+    ``reference_key`` in their metadata) as a prompts snapshot, or return the identical one that exists.
+    The test split: the prompts whose metadata ``split`` is ``test_split``, else a ``test_fraction`` by
+    prompt hash (default: the run's ``snapshot.test_fraction``)."""
+    from prefcurate.prompts import store_prompts
+
+    rubric = ctx.require_rubric()
+    test_fraction = ctx.config.snapshot.test_fraction if test_fraction is None else test_fraction
+    store_prompts(store, file, ctx.run_id)
+    splits = {s: [] for s in SPLITS}
+    for p in file.prompts:
+        metadata = p.metadata or {}
+        test = (str(metadata.get("split")) == test_split if test_split is not None
+                else in_test_split(p.prompt_id, test_fraction))
+        reference = metadata.get(rubric.reference_key) if rubric.reference_key else None
+        splits["test" if test else "train"].append({"prompt": p.messages, "prompt_id": p.prompt_id,
+                                                    "reference": None if reference is None else str(reference)})
+    if not splits["train"]:
+        raise PrefcurateError(f"{file.source}: no prompt is left for the train split"
+                              + (f" (every one has split {test_split!r})" if test_split else "; lower --test-fraction"))
+    split = ({"by": "metadata split", "test_split": test_split} if test_split is not None
+             else {"by": "sha256 of prompt_id", "test_fraction": test_fraction})
+    gen = ctx.config.generator
+    manifest = {
+        "snapshot_id": content_id("snapshot", "prompts", sorted(p.prompt_id for p in file.prompts), split,
+                                  rubric.model_dump(mode="json")),
+        "name": name, "kind": "prompts", "format": PROMPTS_FORMAT, "split": split,
+        "counts": {"with_reference": sum(r["reference"] is not None for rs in splits.values() for r in rs)},
+        "rubric": rubric.model_dump(mode="json"), "rubric_hashes": [rubric.hash], "judges": [ctx.judge],
+        "generators": [f"{gen.backend}:{gen.model}"] if getattr(gen, "model", None) else [],
+        "prompt_sources": [file.source], "run_id": ctx.run_id, "run_configs": run_configs(store, [ctx.run_id]),
+    }
+    return freeze_rows(store, splits, manifest, PROMPTS_SCHEMA)

@@ -63,7 +63,19 @@ def test_best_of_n_picks_the_stored_argmax_and_votes_the_majority(cli, db, tmp_p
 
     heldout = json.loads(cli("best-of-n", config, "--ns", "4", "--split", "heldout", "--no-snapshot", "--json",
                              "--db", db).output)
-    assert heldout["curve"] == [{"n": 4, "prompts": 1, "pass_rate": 1.0, "mean_score": 8.0, "majority_pass_rate": 1.0}]
+    assert heldout["curve"] == [{"n": 4, "prompts": 1, "pass_rate": 1.0, "pass_rate_ci": [1.0, 1.0], "mean_score": 8.0,
+                                 "majority_pass_rate": 1.0}]
     assert heldout["snapshot_id"] is None
+    # Each curve is stored; the latest of each judge, rubric and split is v_best_of_n, which the report plots.
+    with Store(db) as store:
+        assert store.scalar("SELECT count(DISTINCT run_id) FROM best_of_n") == 2
+        latest = store.query("SELECT split, n, pass_rate, majority_pass_rate FROM v_best_of_n ORDER BY split NULLS FIRST, n")
+    assert [(r["split"], r["n"]) for r in latest] == [(None, 1), (None, 2), (None, 4), (None, 8), ("heldout", 4)]
+    assert [r["pass_rate"] for r in latest[:3]] == [independent[n] for n in (1, 2, 4)]
+    report = tmp_path / "report.html"
+    assert cli("audit", "--config", config, "--html", report, "--db", db).exit_code == 0
+    page = report.read_text()
+    assert "Best of N: pass rate of the answer kept, against GRPO at N = 1" in page
+    assert "best of 4 (heldout prompts)" in page and "majority answer of N" in page
     bad = cli("best-of-n", config, "--ns", "1,two", "--db", db)
     assert bad.exit_code == 2 and "--ns" in bad.output

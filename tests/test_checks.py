@@ -100,7 +100,7 @@ def test_the_arithmetic_task_is_seeded_and_its_answers_are_right():
     spec.loader.exec_module(module)
     rows = module.arithmetic()
     committed = [json.loads(line) for line in (ROOT / "data" / "prompts" / "arithmetic.jsonl").read_text().splitlines()]
-    assert rows == committed and len(rows) == 240
+    assert rows == committed and len(rows) == 240 and len({r["prompt"] for r in rows}) == 240
     assert sum(r["metadata"]["split"] == "heldout" for r in rows) == 48
     right = load_rubric(ROOT / "rubrics" / "arithmetic.yaml").checks[0]
     for r in rows:

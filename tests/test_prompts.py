@@ -104,3 +104,18 @@ def test_unloadable_source(cli, tmp_path, db):
     assert result.exit_code == 2 and "missing.jsonl: file not found" in result.stderr
     result = cli("import", "prompts", tmp_path / "no_such_folder", "--db", db)
     assert result.exit_code == 2 and "cannot load as a dataset" in result.stderr
+
+
+def test_prompts_where_keeps_the_prompts_whose_metadata_matches():
+    import json
+
+    from conftest import ROOT
+
+    from prefcurate.inputs import load_prompts
+
+    source = ROOT / "data" / "prompts" / "arithmetic.jsonl"
+    heldout = load_prompts(str(source), where={"split": "heldout"})
+    lines = [json.loads(line) for line in source.read_text().splitlines()]
+    assert [p.text for p in heldout.prompts] == [r["prompt"] for r in lines if r["metadata"]["split"] == "heldout"]
+    first = load_prompts(str(source), limit=5, where={"split": "heldout"})  # the limit counts matching prompts
+    assert [p.text for p in first.prompts] == [p.text for p in heldout.prompts[:5]] and first.rows == 5

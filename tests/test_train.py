@@ -44,7 +44,7 @@ def test_make_train_dpo_trains_a_lora_adapter(pointwise_store, snapshot_id, tmp_
         proc = subprocess.run(["make", "train-dpo", f"SNAPSHOT={snapshot_id}", f"CONFIG={cfg}", f"PY={sys.executable}"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "adapter: " in proc.stdout and "Evaluations (drift: from before" in proc.stdout
+        assert "adapter: " in proc.stdout and "Evaluations (rates and drifts" in proc.stdout
         from prefcurate.store import Store
 
         with Store(pointwise_store) as store:
@@ -171,7 +171,8 @@ def test_eval_engine_auto_is_vllm_where_it_can_serve_the_adapter_and_falls_back_
     from types import SimpleNamespace
 
     from prefcurate.train.config import TrainConfig
-    from prefcurate.train.dpo import Evaluations, eval_engine
+    from prefcurate.train.evaluate import Evaluations
+    from prefcurate.train.policy import eval_engine
 
     assert eval_engine(TrainConfig(), on_gpu=False) == "vllm"
     assert eval_engine(TrainConfig(), on_gpu=True) == "transformers"  # the engine would compete for GPU memory

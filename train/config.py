@@ -65,48 +65,111 @@ class SftMix(BaseModel):
     weight: float = Field(1.0, gt=0, description="Weight of the SFT loss term beside the DPO loss.")
 
 
-class TrainConfig(BaseModel):
+class TrainSettings(BaseModel):
+    """What every training method shares: the policy, the optimiser, LoRA, checkpoints and the evaluations."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, description="Policy to train; None: the snapshot's generator (on-policy).")
-    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "auto"] = Field(
-        "sigmoid", description="DPO loss; auto: what the snapshot's audit suggests (robust with label_smoothing "
-        "set to its noise estimate, or sigmoid when the estimate is below 0.01).")
-    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference model.")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust loss; auto sets it).")
     learning_rate: float = Field(5e-6, gt=0, description="Peak learning rate.")
     num_train_epochs: float = Field(1.0, gt=0, description="Passes over the train split.")
     max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: run the epochs).")
-    per_device_train_batch_size: int = Field(4, ge=1, description="Pairs per device per step.")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per step (DPO: pairs; "
+                                             "GRPO: completions, a multiple of num_generations).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
-    max_length: int = Field(1024, ge=16, description="Prompt + completion tokens kept per example.")
+    max_length: int = Field(1024, ge=16, description="Prompt + completion tokens per example (DPO cuts longer "
+                            "ones; the evaluation engine's context is this plus eval.max_new_tokens).")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
-    sft_mix: SftMix = Field(default_factory=SftMix, description="SFT data mixed into training against forgetting.")
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps.")
     output_root: str = Field("runs", description="Runs are written to OUTPUT_ROOT/<train_run_id>/.")
-    precompute_ref_log_probs: bool = Field(False, description="Compute the reference model's log-probabilities once "
-                                           "before training, so it need not stay in memory (TRL).")
     merge_weights: bool = Field(False, description="Also save the LoRA adapter merged into the base weights (merged/).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps; a rerun with the same "
                             "snapshot and config resumes from the last one.")
     eval: EvalSettings = Field(default_factory=lambda: EvalSettings(), description="Evaluations before and after training.")
 
-
     @model_validator(mode="after")
-    def _vllm_evaluation_needs_lora(self) -> TrainConfig:
+    def _vllm_evaluation_needs_lora(self) -> TrainSettings:
         if self.eval.engine == "vllm" and (not self.lora.enabled or self.lora.qlora):
             raise ValueError("eval.engine vllm samples through the policy's LoRA adapter: it needs lora.enabled "
                              "and not lora.qlora; use eval.engine transformers")
         return self
 
     @model_validator(mode="after")
-    def _merge_needs_full_precision(self) -> TrainConfig:
+    def _merge_needs_full_precision(self) -> TrainSettings:
         if self.merge_weights and self.lora.qlora:
             raise ValueError("merge_weights is true with lora.qlora: a 4-bit base cannot take the merged adapter; "
                              "merge it into the full-precision model after training")
         return self
 
 
+class TrainConfig(TrainSettings):
+    """DPO on a pairs snapshot (train/configs/dpo.yaml)."""
+
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "auto"] = Field(
+        "sigmoid", description="DPO loss; auto: what the snapshot's audit suggests (robust with label_smoothing "
+        "set to its noise estimate, or sigmoid when the estimate is below 0.01).")
+    beta: float = Field(0.1, gt=0, description="Strength of the KL anchor to the reference model.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust loss; auto sets it).")
+    sft_mix: SftMix = Field(default_factory=SftMix, description="SFT data mixed into training against forgetting.")
+    precompute_ref_log_probs: bool = Field(False, description="Compute the reference model's log-probabilities once "
+                                           "before training, so it need not stay in memory (TRL).")
+
+
+class LengthPenalty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, ge=0, description="Weight of TRL's soft overlong punishment (0: off): 0 up to "
+                          "max_completion_length - soft_cache tokens, falling to -1 at max_completion_length.")
+    soft_cache: int = Field(8, ge=0, description="The tokens before max_completion_length over which the penalty grows.")
+
+
+class RepetitionPenalty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(1.0, ge=0, description="Weight of TRL's repetition penalty (0: off): the share of a "
+                          "completion's token n-grams that repeat, times max_penalty.")
+    ngram_size: int = Field(3, ge=1, description="Size of the token n-grams counted.")
+    max_penalty: float = Field(-1.0, le=0, description="The penalty of a completion of nothing but repeats.")
+
+
+class RewardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checks: dict[str, float] = Field(default_factory=dict, description="Weight of each rubric check's reward, by "
+                                     "check name (a check not named weighs 1; 0 leaves it out). A check's reward "
+                                     "is 1 when it passes, 0 when it fails, none where it does not apply.")
+    length_penalty: LengthPenalty = Field(default_factory=LengthPenalty, description="Against reward hacking by length.")
+    repetition_penalty: RepetitionPenalty = Field(default_factory=RepetitionPenalty,
+                                                  description="Against degenerate, repeating completions.")
+    judge: float = Field(0.0, ge=0, description="Weight of the local judge's score, scaled to 0..1 (0: off); the "
+                         "judge of the run that made the snapshot, with its rubric.")
+
+
+class GRPOTrainConfig(TrainSettings):
+    """GRPO on a prompts snapshot, rewarded by the rubric's checks (train/configs/grpo.yaml)."""
+
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: the group whose rewards are "
+                                 "compared.")
+    per_device_train_batch_size: int = Field(16, ge=1, description="Completions per device per step: a multiple of "
+                                             "num_generations (16: two prompts' groups of 8).")
+    max_completion_length: int = Field(64, ge=1, description="Longest completion sampled in training, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the training completions.")
+    beta: float = Field(0.0, ge=0, description="KL anchor to the base model (0: none, TRL's default; the forgetting "
+                        "guard watches the held-out NLL instead).")
+    rewards: RewardSettings = Field(default_factory=RewardSettings, description="The reward functions and their weights.")
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> GRPOTrainConfig:
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(f"per_device_train_batch_size {self.per_device_train_batch_size} is not a multiple of "
+                             f"num_generations {self.num_generations}: a step takes whole groups of completions")
+        return self
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     return load_yaml_model(path, TrainConfig, "pass --config train/configs/dpo.yaml or another training config")
+
+
+def load_grpo_config(path: str | Path) -> GRPOTrainConfig:
+    return load_yaml_model(path, GRPOTrainConfig, "pass --config train/configs/grpo.yaml or another GRPO config")

@@ -1,8 +1,8 @@
-"""Evaluations of a policy before and after DPO:
+"""Evaluations of a policy before, during and after training (``Evaluations``; DPO and GRPO alike):
 
-- preference accuracy and mean reward margin: TRL's implicit reward, beta * (log pi - log pi_ref),
+- DPO: preference accuracy and mean reward margin: TRL's implicit reward, beta * (log pi - log pi_ref),
   of the chosen response against the rejected one (before training policy and reference are the
-  same model, so the margins are 0);
+  same model, so the margins are 0); GRPO: the check pass rates of train/rewards.py;
 - the mean length (tokens), distinct-2 share and opener rate of answers sampled at the serving
   temperature: alignment tends to lengthen answers and narrow the distribution, and a judge that
   likes "Certainly!" teaches the policy to open with it (the rate counts answers that begin with one
@@ -18,14 +18,23 @@ generate's 18).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prefcurate.audit.features import Phrases, opener_of
 from prefcurate.train.config import EvalSettings
+from prefcurate.train.sft import sft_nll
+
+if TYPE_CHECKING:
+    from prefcurate.train.policy import Plan
+
+log = logging.getLogger("prefcurate")
 
 BOOTSTRAP = 2000  # resamples of the drift intervals
 
@@ -150,3 +159,100 @@ def drift(before: list[list[float]], after: list[list[float]], seed: int = 0) ->
     stats = [estimate(rng.integers(0, n, size=n)) for _ in range(BOOTSTRAP)]
     lo, hi = np.nanpercentile(stats, [2.5, 97.5])
     return {"estimate": float(estimate(np.arange(n))), "ci": [float(lo), float(hi)], "prompts": n}
+
+
+class Evaluations:
+    """The evaluations of ``cfg.eval`` on the test split and the held-out SFT answers: before training,
+    every ``eval.every_steps`` steps and after, each kept under its name ("before", "step 10", "after").
+    From the second on, the sampled length and opener rate also carry their drift from before, with a
+    95% interval over the test prompts. ``task`` adds the method's own metrics of the answers (DPO: the
+    preference accuracy; GRPO: the check pass rates), with ``before``'s answers at hand for drifts."""
+
+    def __init__(self, p: Plan, trainer, tokenizer, test_ds, task: Callable[[Answers], dict] | None = None):
+        self.p, self.cfg, self.trainer, self.tokenizer, self.test_ds = p, p.cfg, trainer, tokenizer, test_ds
+        self.task = task or (lambda answers: {})  # the method's own metrics of the test split's answers
+        self.heldout = p.heldout
+        self.results: dict[str, dict] = {}  # metric -> {evaluation: value}
+        self.before: Answers | None = None  # the answers sampled before training
+        self.engine = p.eval_engine  # what samples them: vllm or transformers
+        self.rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= p.cfg.lora.r)  # the ranks vLLM serves
+
+    def sample(self, prompts: list, when: str) -> Answers:
+        """The policy's answers, by a vLLM engine given the adapter as it is now (before training, the base
+        model) or by transformers."""
+        e = self.cfg.eval
+        llm = self.vllm() if self.engine == "vllm" else None
+        if llm is None:
+            return sample_answers(self.trainer.model, self.tokenizer, prompts, e, self.cfg.seed)
+        adapter = None
+        if self.before is not None:
+            adapter = self.p.out / "evaluated" / when.replace(" ", "-")
+            self.trainer.save_model(str(adapter))
+        return vllm_answers(llm, prompts, e, self.cfg.seed, str(adapter) if adapter else None)
+
+    def vllm_engine(self):
+        from prefcurate.config import VLLMEngine
+
+        return VLLMEngine(model=self.p.model_path, dtype="auto" if self.p.on_gpu else "float32",
+                          max_model_len=self.cfg.max_length + self.cfg.eval.max_new_tokens,
+                          enforce_eager=not self.p.on_gpu)
+
+    def vllm(self):
+        """The evaluation engine, started on first use; with ``eval.engine: auto``, None when it cannot
+        start (transformers samples from then on, and the run's metrics say so)."""
+        from prefcurate.generate.vllm_backend import get_llm
+
+        try:
+            return get_llm(self.vllm_engine(), max_lora_rank=self.rank)
+        except Exception as exc:  # vLLM's start fails in many ways (RuntimeError, ValueError, OSError ...)
+            if self.cfg.eval.engine == "vllm":
+                raise
+            why = " ".join(str(exc).split())[:300]  # vLLM's errors run over many lines
+            log.warning("eval: vLLM could not start (%s: %s); sampling with transformers", type(exc).__name__, why)
+            self.engine = "transformers"
+            return None
+
+    def __enter__(self) -> Evaluations:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Stop the evaluation engine and remove the adapters it was given."""
+        if self.engine == "vllm":
+            from prefcurate.generate.vllm_backend import shutdown_engine
+
+            shutil.rmtree(self.p.out / "evaluated", ignore_errors=True)
+            shutdown_engine(self.vllm_engine(), max_lora_rank=self.rank)
+
+    def run(self, when: str) -> dict:
+        e, result = self.cfg.eval, {}
+        if not e.enabled:
+            return result
+        if self.test_ds is not None:
+            prompts = [row["prompt"] for row in self.test_ds.select(range(min(e.max_prompts, len(self.test_ds))))]
+            answers = self.sample(prompts, when)
+            result |= self.task(answers) | answer_metrics(answers, phrases_of(e))
+            if self.before is None:
+                self.before = answers
+            else:
+                result |= drifts(self.before, answers, phrases_of(e), self.cfg.seed)
+        if self.heldout:  # the forgetting check: NLL of held-out SFT answers
+            result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
+        for name, value in result.items():
+            self.results.setdefault(name, {})[when] = value
+        log.info("eval %s: %s", when, ", ".join(f"{k} {_short(v)}" for k, v in result.items()))  # progress, as it comes
+        return result
+
+    def at(self, when: str) -> dict:
+        """Every metric of one evaluation."""
+        return {name: by[when] for name, by in self.results.items() if when in by}
+
+    @property
+    def base(self) -> dict:
+        """The evaluation before training."""
+        return self.at("before")
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "estimate" in value:
+        return f"{value['estimate']:.3g} [{value['ci'][0]:.3g}, {value['ci'][1]:.3g}]"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,9 +1,9 @@
-"""Guards on a DPO run, read from its evaluations (train/evaluate.py):
+"""Guards on a training run (DPO or GRPO), read from its evaluations (train/evaluate.py):
 
 - forgetting: the run stops, status ``stopped``, at the first evaluation whose held-out SFT NLL rose
   more than ``eval.max_nll_rise`` over the base's; the adapter of the last evaluation within the
   bound is the one kept;
-- the judge's bias learned: the run is ``drifted`` (`prefcurate train dpo` exits with code 3) when
+- the judge's bias learned: the run is ``drifted`` (`prefcurate train dpo|grpo` exits with code 3) when
   the kept policy's mean sampled length rose more than ``eval.max_length_drift`` of the base's, or
   its opener rate more than ``eval.max_opener_drift``, with the 95% interval excluding zero.
 
@@ -12,12 +12,19 @@ bench/bias_propagation.py shows why: a length- or opener-biased judge's pairs mo
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from prefcurate.train.config import EvalSettings
+from prefcurate.train.evaluate import Answers, Evaluations
+from prefcurate.train.policy import Plan, save
+
+log = logging.getLogger("prefcurate")
 
 
 def nll_breach(e: EvalSettings, base: dict, now: dict) -> str | None:
@@ -100,3 +107,38 @@ class Guard(TrainerCallback):
 
     def clean_up(self) -> None:
         shutil.rmtree(self.best_dir, ignore_errors=True)
+
+
+@dataclass
+class GuardedRun:
+    """What training under the guards gave."""
+
+    result: object  # the trainer's TrainOutput
+    verdict: dict  # status, stopped, kept, drifted
+    evaluations: dict  # metric -> {evaluation: value}
+    engine: str | None  # what sampled the evaluations' answers (None: no evaluations)
+    adapter_dir: Path
+    resumed_from: str | None  # the checkpoint a rerun resumed from
+
+
+def guarded_training(p: Plan, trainer, tokenizer, test_ds, task: Callable[[Answers], dict]) -> GuardedRun:
+    """Train with ``trainer``, evaluating before, every ``eval.every_steps`` steps and after (``task``: the
+    method's own metrics of the test split's answers) under the guards; save the kept policy. A rerun of
+    the same snapshot and config has the same id and output folder: it resumes from the last checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    with Evaluations(p, trainer, tokenizer, test_ds, task) as evaluations:  # its vLLM engine stops with the block
+        evaluations.run("before")
+        guard = Guard(evaluations, p.out / "kept")
+        trainer.add_callback(guard)
+        resume = get_last_checkpoint(str(p.out)) if p.out.is_dir() else None
+        if resume:
+            log.info("train: resuming %s from %s", p.train_run_id, resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        if p.cfg.eval.enabled and not guard.stopped:
+            guard.check("after", final=True)
+        guard.restore_kept(trainer.model)
+        adapter_dir = save(p, trainer, tokenizer)
+        guard.clean_up()
+    return GuardedRun(result, guard.verdict(), evaluations.results, evaluations.engine if p.cfg.eval.enabled else None,
+                      adapter_dir, Path(resume).name if resume else None)

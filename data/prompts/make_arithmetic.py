@@ -22,16 +22,22 @@ ASKS = ("What is {a} {op} {b}? Reply with the number only.",
 
 
 def arithmetic(n: int = 240, seed: int = 0) -> list[dict]:
-    """``n`` prompts: sums and differences of numbers up to 50, products of numbers up to 12."""
+    """``n`` distinct prompts: sums and differences of numbers up to 50, products of numbers up to 12. A
+    prompt is never repeated, so none is in both splits."""
     rng = random.Random(seed)
-    rows = []
-    for i in range(n):
+    rows, seen = [], set()
+    while len(rows) < n:
         op = rng.choice(list(OPERATIONS))
         top = 12 if op == "*" else 50
         a, b = rng.randint(1, top), rng.randint(1, top)
         if op == "-" and b > a:
             a, b = b, a
-        rows.append({"id": f"arithmetic-{i}", "prompt": rng.choice(ASKS).format(a=a, op=op, b=b),
+        prompt = rng.choice(ASKS).format(a=a, op=op, b=b)
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        i = len(rows)
+        rows.append({"id": f"arithmetic-{i}", "prompt": prompt,
                      "metadata": {"reference": str(OPERATIONS[op](a, b)), "operation": op,
                                   "split": "heldout" if i % 5 == 4 else "train", "source": f"make_arithmetic.py seed {seed}"}})
     return rows

@@ -223,6 +223,83 @@ def scatter(title: str, points: list[tuple[float, float]], x_label: str, y_label
     return _frame(title, dots + ticks, x_label, y_label)
 
 
+COLOURS = ("#4a7bb7", "#b7604a", "#1b7f3b", "#7a4ab7")
+
+
+def lines(title: str, labels: list[str], series: dict[str, list[float | None]], y_label: str, x_label: str,
+          cis: dict[str, list] | None = None, levels: dict[str, float] | None = None) -> str:
+    """Lines over evenly spaced ``labels`` (None: a gap), with 95% interval whiskers for the series in
+    ``cis`` and dashed horizontal ``levels``, each named in a legend."""
+    values = [v for vs in series.values() for v in vs if v is not None] + list((levels or {}).values())
+    if not labels or not values:
+        return _frame(title, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">nothing to plot</text>', x_label, y_label)
+    whiskers = [x for ci in (cis or {}).values() for pair in ci if pair for x in pair]
+    lo, hi = min(0.0, *values, *whiskers), max(*values, *whiskers)
+    legend_height = 13 * (len(series) + len(levels or {}))  # the legend stands above the highest point
+    y = _scale(lo, hi if hi > lo else lo + 1, H - PAD, 24 + legend_height)
+    x = _scale(0, max(len(labels) - 1, 1), PAD + 24, W - 40)
+    body, legend = [], []
+    for k, (name, vs) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        pts = [(x(i), y(v)) for i, v in enumerate(vs) if v is not None]
+        body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                    + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+        body += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"/>' for a, b in pts]
+        for i, ci in enumerate((cis or {}).get(name) or []):
+            if ci:
+                body.append(f'<line x1="{x(i):.1f}" y1="{y(ci[0]):.1f}" x2="{x(i):.1f}" y2="{y(ci[1]):.1f}" stroke="{colour}"/>')
+        legend.append((name, colour, ""))
+    for k, (name, level) in enumerate((levels or {}).items()):
+        colour = COLOURS[(len(series) + k) % len(COLOURS)]
+        body.append(f'<line x1="{PAD}" y1="{y(level):.1f}" x2="{W - 14}" y2="{y(level):.1f}" stroke="{colour}" '
+                    f'stroke-dasharray="5,4"/>')
+        legend.append((name, colour, ' stroke-dasharray="5,4"'))
+    body += [f'<text x="{x(i):.1f}" y="{H - PAD + 14}" text-anchor="middle" font-size="10">{html.escape(label)}</text>'
+             for i, label in enumerate(labels)]
+    body += [f'<text x="{PAD - 4}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="10">{t:.3g}</text>' for t in (lo, hi)]
+    for k, (name, colour, dash) in enumerate(legend):
+        body.append(f'<line x1="{PAD + 10}" y1="{18 + 13 * k}" x2="{PAD + 30}" y2="{18 + 13 * k}" stroke="{colour}" '
+                    f'stroke-width="2"{dash}/><text x="{PAD + 34}" y="{22 + 13 * k}" font-size="10">{html.escape(name)}</text>')
+    return _frame(title, "".join(body), x_label, y_label)
+
+
+# The latest best-of-n curve in the store, and the latest GRPO run's test pass rates (sampled once: N = 1).
+LATEST_CURVE_SQL = "SELECT * FROM v_best_of_n WHERE run_id = (SELECT arg_max(run_id, created_at) FROM best_of_n)"
+LATEST_GRPO_SQL = "SELECT * FROM v_grpo_pass_rates ORDER BY finished_at DESC LIMIT 1"
+
+
+def scaling(store: Store) -> dict:
+    """More inference against more training: the latest best-of-n curve and the latest GRPO run."""
+    grpo = store.query(LATEST_GRPO_SQL)
+    return {"curve": store.query(LATEST_CURVE_SQL), "grpo": grpo[0] if grpo else None}
+
+
+def scaling_table(s: dict) -> Table:
+    """The best-of-n curve's rows, then the GRPO run's pass rates at N = 1 before and after training."""
+    rows = [(f"best of {p['n']} ({p['split'] or 'all'} prompts)", p["prompts"], fmt(p["pass_rate"]) or "n/a",
+             interval(p["pass_rate_ci"]), fmt(p["majority_pass_rate"]) or "n/a", fmt(p["mean_score"]) or "n/a")
+            for p in s["curve"]]
+    if g := s["grpo"]:
+        rows += [("base policy, N = 1 (GRPO's test prompts)", g["prompts"], fmt(g["base_pass_rate"]), "", "", ""),
+                 (f"GRPO {g['train_run_id']} ({g['steps']} steps, kept: {g['kept']}), N = 1", g["prompts"],
+                  fmt(g["pass_rate"]), interval(g["pass_rate_ci"]), "", ""),
+                 ("GRPO's gain over the base", g["prompts"], fmt(g["gain"]), interval(g["gain_ci"]), "", "")]
+    return Table("Best of N against training (check pass rate of the answer kept)",
+                 ["selection", "prompts", "pass rate", "95% interval", "majority answer", "mean judge score"],
+                 rows or [("-", "no best-of-n curve or GRPO run in this store", "", "", "", "")])
+
+
+def scaling_plot(s: dict) -> str:
+    curve, g = s["curve"], s["grpo"]
+    levels = {} if not g or g["pass_rate"] is None else {
+        f"GRPO, N = 1 ({g['steps']} steps)": g["pass_rate"], "base policy, N = 1": g["base_pass_rate"]}
+    return lines("Best of N: pass rate of the answer kept, against GRPO at N = 1", [str(p["n"]) for p in curve],
+                 {"judge's best of N": [p["pass_rate"] for p in curve],
+                  "majority answer of N": [p["majority_pass_rate"] for p in curve]},
+                 "pass rate", "N (candidates per prompt)", cis={"judge's best of N": [p["pass_rate_ci"] for p in curve]},
+                 levels=levels)
+
+
 # Mean plain pointwise score and length of candidates, a fixed sample for the scatter plot.
 SCORE_LENGTH_SQL = """
 SELECT any_value(candidate_chars) AS chars, avg(overall) AS score
@@ -242,8 +319,9 @@ th{background:#f2f2f2}figure{display:inline-block;margin:0 1rem 1rem 0}figcaptio
 .failed{color:#b00020;font-weight:600}.passed{color:#1b7f3b}svg text{font-size:11px}"""
 
 
-def render_html(metrics: dict, points: list[tuple[float, float]]) -> str:
-    """One HTML file: the verdict, the plots and every table; no scripts, no external resources."""
+def render_html(metrics: dict, points: list[tuple[float, float]], scaled: dict | None = None) -> str:
+    """One HTML file: the verdict, the plots and every table; no scripts, no external resources.
+    ``scaled``: the best-of-n curve and GRPO run to set side by side (``scaling``), when there are any."""
     hist = metrics["margins"]["histogram"]
     probes = [(k, v["mean_shift"], v.get("mean_shift_ci")) for k, v in metrics["probes"].items()
               if v.get("mean_shift") is not None]
@@ -259,8 +337,12 @@ def render_html(metrics: dict, points: list[tuple[float, float]]) -> str:
              "flagged pairs"),
         bars("Flags", list(metrics["flags"]), [float(v) for v in metrics["flags"].values()], "pairs"),
     ]
+    shown = audit_tables(metrics)
+    if scaled and (scaled["curve"] or scaled["grpo"]):
+        plots.append(scaling_plot(scaled))
+        shown.append(scaling_table(scaled))
     tables = []
-    for t in audit_tables(metrics):
+    for t in shown:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
         body = "".join("<tr>" + "".join(_cell(v) for v in r) + "</tr>" for r in t.rows)
         tables.append(f"<h2>{html.escape(t.title)}</h2><table><tr>{head}</tr>{body}</table>")
