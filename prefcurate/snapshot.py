@@ -105,6 +105,7 @@ def create_snapshot(store: Store, ctx: RunContext, name: str | None = None, test
         splits["test" if in_test_split(r["prompt_id"], test_fraction) else "train"].append(_trl_row(r))
     snapshot_id = content_id("snapshot", [r["pair_id"] for r in rows], test_fraction)
     manifest = _manifest(snapshot_id, name, rows, test_fraction, run_configs(store, [r["run_id"] for r in rows]))
+    manifest["run_id"] = ctx.run_id  # the `snapshot create` run that froze it
     manifest["audit"] = {
         "audit_id": report["audit_id"], "passed": report["passed"], "forced": bool(failed), "failed_gates": failed,
         "blocking_flags": list(ctx.config.audit.blocking_flags), "flags": report["flags"],

@@ -39,7 +39,11 @@ def test_snapshot_create_list_show_verify(cli, paired_db):
     manifest = json.loads(cli("snapshot", "show", snapshot_id, "--db", paired_db).output)
     assert manifest["counts"]["pairs"] == 20 and manifest["counts"]["train"] + manifest["counts"]["test"] == 20
     assert manifest["rubric_hashes"] == [seeded_context().rubric.hash] and manifest["generators"] == ["vllm:test-model"]
-    assert cli("snapshot", "verify", snapshot_id, "--db", paired_db).exit_code == 0
+    assert manifest["kind"] == "pairs" and cli("snapshot", "verify", snapshot_id, "--db", paired_db).exit_code == 0
+    with Store(paired_db) as store:  # the snapshot's row names the run that froze it
+        assert store.scalar("SELECT r.command FROM snapshots s JOIN runs r USING (run_id) WHERE snapshot_id = ?",
+                            [snapshot_id]) == "snapshot create" == store.scalar(
+            "SELECT command FROM runs WHERE run_id = ?", [manifest["run_id"]])
 
 
 def test_snapshot_loads_into_trl_format_with_disjoint_prompts(cli, paired_db):
