@@ -115,12 +115,18 @@ def judgment_row(ctx: RunContext, it: Item, verdict: Verdict) -> dict:
     }
 
 
-def judge_missing(store: Store, ctx: RunContext, items: list[Item], stats: JudgeStats, label: str) -> None:
-    """Judge the items that have no stored judgment yet (or only an API error), counting into ``stats``."""
+def unjudged(store: Store, ctx: RunContext, items: list[Item]) -> list[Item]:
+    """The items (all of one mode) with no stored judgment yet, or only an API error."""
     mode = items[0].identity["mode"] if items else "pointwise"
     done = {r["judgment_id"] for r in store.query(
         DONE_SQL, {"judge": ctx.judge, "rubric_hash": ctx.require_rubric().hash, "mode": mode})}
-    todo = [it for it in items if it.judgment_id not in done]
+    return [it for it in items if it.judgment_id not in done]
+
+
+def judge_missing(store: Store, ctx: RunContext, items: list[Item], stats: JudgeStats, label: str) -> None:
+    """Judge the items that have no stored judgment yet (or only an API error), counting into ``stats``."""
+    mode = items[0].identity["mode"] if items else "pointwise"
+    todo = unjudged(store, ctx, items)
     stats.todo += len(todo)
     stats.already_judged += len(items) - len(todo)
     log.info("%s: %d judgments wanted, %d already stored, %d to do", label, len(items), len(items) - len(todo), len(todo))

@@ -27,7 +27,7 @@ from prefcurate.errors import PrefcurateError
 from prefcurate.ids import content_id
 from prefcurate.inputs import normalise_messages, prompt_id_for
 from prefcurate.judge.render import pairwise_user_message, rubric_system_prompt
-from prefcurate.judge.runner import DONE_SQL, Item, JudgeStats, judge_missing, pair_items
+from prefcurate.judge.runner import Item, JudgeStats, judge_missing, pair_items, unjudged
 from prefcurate.store import Store, utc_now
 
 PROBE = "calibration"
@@ -67,10 +67,8 @@ def labelled_items(ctx: RunContext, pairs: list[LabelledPair], source: str = "la
 
 def pending(store: Store, ctx: RunContext, labelled: list[Labelled]) -> list[Item]:
     """The verdicts not stored yet (or stored as an API error), each once."""
-    done = {r["judgment_id"] for r in store.query(
-        DONE_SQL, {"judge": ctx.judge, "rubric_hash": ctx.require_rubric().hash, "mode": "pairwise"})}
-    todo = {it.judgment_id: it for lab in labelled for it in lab.items if it.judgment_id not in done}
-    return list(todo.values())
+    wanted = {it.judgment_id: it for lab in labelled for it in lab.items}
+    return unjudged(store, ctx, list(wanted.values()))
 
 
 def estimate(ctx: RunContext, todo: list[Item]) -> dict:
