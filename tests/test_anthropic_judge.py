@@ -158,9 +158,16 @@ def test_budget_cap_stops_before_spend_could_pass_it(api, store):
 
 
 def test_requests_per_minute_spaces_the_calls(api, store):
+    import time
+
+    began = time.monotonic()
     judge(store, claude(concurrency=4, requests_per_minute=120))  # two a second, evenly
+    # The limiter gives the four calls slots 0.5 s apart: the last cannot leave before 1.5 s. Arrivals
+    # at the server carry the client's own jitter (a busy machine delays one request, not the slots),
+    # so they are checked on average, not one gap at a time.
+    assert time.monotonic() - began >= 1.5
     gaps = [b - a for a, b in zip(api.arrivals, api.arrivals[1:])]
-    assert len(gaps) == 3 and min(gaps) >= 0.45
+    assert len(gaps) == 3 and sum(gaps) / 3 >= 0.4
 
 
 def test_prices_match_exact_ids_and_dated_ids_only():
