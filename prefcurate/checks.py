@@ -142,11 +142,9 @@ def run(store: Store, ctx: RunContext) -> ChecksStats:
     todo = store.query(TODO_SQL, {"keys": keys})
     rows = []
     for cand in todo:
-        metadata = json.loads(cand["metadata"]) if cand["metadata"] else {}
-        reference = metadata.get(rubric.reference_key) if rubric.reference_key else None
+        reference = rubric.reference_in(json.loads(cand["metadata"]) if cand["metadata"] else None)
         for check in rubric.checks:
-            passed, why = evaluate(check, cand["text"], str(reference) if reference is not None else None,
-                                   cand["completion_tokens"])
+            passed, why = evaluate(check, cand["text"], reference, cand["completion_tokens"])
             rows.append({"candidate_id": cand["candidate_id"], "check_key": check.key, "name": check.name,
                          "kind": check.kind, "hard": check.hard, "passed": passed, "detail": why, "run_id": ctx.run_id,
                          "created_at": utc_now()})

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from prefcurate.display import console, estimate_text, print_counts, print_table
+from prefcurate.display import console, metric_text, print_counts, print_table
 from prefcurate.errors import PrefcurateError
 from prefcurate.logfile import internal_logs_to
 
@@ -357,15 +357,15 @@ def _train(method, cfg, snapshot: str, db: str | None, verbose: bool) -> None:
         result = method(store, snapshot, cfg)
     m = result.metrics
     print_table(f"Train run {result.train_run_id}", ["metric", "value"],
-                [(k, _value(v)) for k, v in m.items() if k not in ("eval", "drifted", "rewards")])
+                [(k, metric_text(v)) for k, v in m.items() if k not in ("eval", "drifted", "rewards")])
     if m.get("rewards"):
         print_table("Rewards over training (mean at the first and last step, and over all)",
                     ["reward", "weight", "first", "last", "mean"],
-                    [(k, v["weight"], _value(v["first"]), _value(v["last"]), _value(v["mean"])) for k, v in m["rewards"].items()])
+                    [(k, v["weight"], metric_text(v["first"]), metric_text(v["last"]), metric_text(v["mean"])) for k, v in m["rewards"].items()])
     if m["eval"]:
         evaluations = list(dict.fromkeys(when for by in m["eval"].values() for when in by))
         print_table("Evaluations (rates and drifts with their 95% interval over the test prompts)",
-                    ["metric", *evaluations], [(k, *(_value(v.get(when), k) for when in evaluations))
+                    ["metric", *evaluations], [(k, *(metric_text(v.get(when), k) for when in evaluations))
                                                for k, v in m["eval"].items()])
     console.print(f"adapter: {result.adapter_dir}" + (f"  (the policy of the evaluation {m['kept']})"
                                                       if m["status"] == "stopped" and m["kept"] else ""))
@@ -376,14 +376,6 @@ def _train(method, cfg, snapshot: str, db: str | None, verbose: bool) -> None:
     if m["status"] == "drifted":  # the run is kept and recorded; the exit code tells a script it drifted
         typer.echo(f"drifted: {'; '.join(m['drifted'])}", err=True)
         raise typer.Exit(3)
-
-
-def _value(v, name: str = ""):
-    """A table cell: a number to 4 significant digits, or a rate or a drift (signed: metric ``name`` ends
-    in _drift or _gain) as its estimate and interval."""
-    if isinstance(v, dict) and "estimate" in v:
-        return estimate_text(v, signed=name.endswith(("_drift", "_gain")))
-    return f"{v:.4g}" if isinstance(v, float) else v
 
 
 @app.command()

@@ -82,6 +82,11 @@ class Sampling(_Section):
     chunk_size: int = Field(32, ge=1, description="Prompts per model call; what has come back is stored at least once "
                             "a second, so a crash loses at most the prompts in flight.")
 
+    @property
+    def identity(self) -> str:
+        """backend:model, stored with every candidate (``generator``) and in snapshots' lineage."""
+        return f"{self.backend}:{self.model}"
+
 
 # -- The generator: one model per backend ------------------------------------------------------------
 

@@ -25,3 +25,11 @@ def estimate_text(x: dict, signed: bool = True) -> str:
     """An ``{"estimate", "ci"}`` value (a drift, a clustered mean) as "+1.2 [+0.3, +2.1]"."""
     f = "{:+.3g}" if signed else "{:.3g}"
     return f"{f.format(x['estimate'])} [{f.format(x['ci'][0])}, {f.format(x['ci'][1])}]"
+
+
+def metric_text(value, name: str = ""):
+    """A metric as a table cell or log word: a number to 4 significant digits, or a rate or a drift as its
+    estimate and interval (signed when metric ``name`` ends in _drift or _gain); anything else as it is."""
+    if isinstance(value, dict) and "estimate" in value:
+        return estimate_text(value, signed=name.endswith(("_drift", "_gain")))
+    return f"{value:.4g}" if isinstance(value, float) else value

@@ -128,6 +128,11 @@ class Rubric(_Strict):
     def hash(self) -> str:
         return content_id("rubric", self.model_dump(exclude={"opener_penalty", "length_penalty", "variants", "checks"}))
 
+    def reference_in(self, metadata: dict | None) -> str | None:
+        """A prompt's reference answer, as text: its metadata's ``reference_key``; None without one."""
+        value = (metadata or {}).get(self.reference_key) if self.reference_key else None
+        return None if value is None else str(value)
+
     def overall(self, scores: dict[str, float]) -> float:
         return sum(c.weight * scores[c.name] for c in self.criteria)
 

@@ -307,25 +307,22 @@ def freeze_prompts(store: Store, ctx: RunContext, file: PromptFile, name: str | 
     store_prompts(store, file, ctx.run_id)
     splits = {s: [] for s in SPLITS}
     for p in file.prompts:
-        metadata = p.metadata or {}
-        test = (str(metadata.get("split")) == test_split if test_split is not None
+        test = (str((p.metadata or {}).get("split")) == test_split if test_split is not None
                 else in_test_split(p.prompt_id, test_fraction))
-        reference = metadata.get(rubric.reference_key) if rubric.reference_key else None
         splits["test" if test else "train"].append({"prompt": p.messages, "prompt_id": p.prompt_id,
-                                                    "reference": None if reference is None else str(reference)})
+                                                    "reference": rubric.reference_in(p.metadata)})
     if not splits["train"]:
         raise PrefcurateError(f"{file.source}: no prompt is left for the train split"
                               + (f" (every one has split {test_split!r})" if test_split else "; lower --test-fraction"))
     split = ({"by": "metadata split", "test_split": test_split} if test_split is not None
              else {"by": "sha256 of prompt_id", "test_fraction": test_fraction})
-    gen = ctx.config.generator
+    gen, frozen_rubric = ctx.config.generator, rubric.model_dump(mode="json")
     manifest = {
-        "snapshot_id": content_id("snapshot", "prompts", sorted(p.prompt_id for p in file.prompts), split,
-                                  rubric.model_dump(mode="json")),
+        "snapshot_id": content_id("snapshot", "prompts", sorted(p.prompt_id for p in file.prompts), split, frozen_rubric),
         "name": name, "kind": "prompts", "format": PROMPTS_FORMAT, "split": split,
         "counts": {"with_reference": sum(r["reference"] is not None for rs in splits.values() for r in rs)},
-        "rubric": rubric.model_dump(mode="json"), "rubric_hashes": [rubric.hash], "judges": [ctx.judge],
-        "generators": [f"{gen.backend}:{gen.model}"] if getattr(gen, "model", None) else [],
+        "rubric": frozen_rubric, "rubric_hashes": [rubric.hash], "judges": [ctx.judge],
+        "generators": [gen.identity] if gen.backend != "none" else [],
         "prompt_sources": [file.source], "run_id": ctx.run_id, "run_configs": run_configs(store, [ctx.run_id]),
     }
     return freeze_rows(store, splits, manifest, PROMPTS_SCHEMA)

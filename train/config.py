@@ -145,6 +145,10 @@ class RewardSettings(BaseModel):
     judge: float = Field(0.0, ge=0, description="Weight of the local judge's score, scaled to 0..1 (0: off); the "
                          "judge of the run that made the snapshot, with its rubric.")
 
+    def weight_of(self, check: str) -> float:
+        """The weight of a rubric check's reward: as named in ``checks``, else 1."""
+        return self.checks.get(check, 1.0)
+
 
 class GRPOTrainConfig(TrainSettings):
     """GRPO on a prompts snapshot, rewarded by the rubric's checks (train/configs/grpo.yaml)."""

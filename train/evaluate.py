@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prefcurate.audit.features import Phrases, opener_of
+from prefcurate.display import metric_text
 from prefcurate.train.config import EvalSettings
 from prefcurate.train.sft import sft_nll
 
@@ -239,7 +240,7 @@ class Evaluations:
             result["heldout_sft_nll"] = sft_nll(self.trainer.model, self.tokenizer, self.heldout)
         for name, value in result.items():
             self.results.setdefault(name, {})[when] = value
-        log.info("eval %s: %s", when, ", ".join(f"{k} {_short(v)}" for k, v in result.items()))  # progress, as it comes
+        log.info("eval %s: %s", when, ", ".join(f"{k} {metric_text(v, k)}" for k, v in result.items()))  # progress
         return result
 
     def at(self, when: str) -> dict:
@@ -250,9 +251,3 @@ class Evaluations:
     def base(self) -> dict:
         """The evaluation before training."""
         return self.at("before")
-
-
-def _short(value) -> str:
-    if isinstance(value, dict) and "estimate" in value:
-        return f"{value['estimate']:.3g} [{value['ci'][0]:.3g}, {value['ci'][1]:.3g}]"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -55,7 +55,7 @@ def plan(store: Store, snapshot_id: str, cfg: GRPOTrainConfig) -> GRPOPlan:
     if unknown := sorted(set(cfg.rewards.checks) - set(names)):
         raise ConfigError(f"rewards.checks names {unknown}, which rubric {rubric.name} of snapshot {snapshot_id} does "
                           f"not list; its checks are {names or 'none'}")
-    weighted = [n for n in names if cfg.rewards.checks.get(n, 1.0) > 0]
+    weighted = [n for n in names if cfg.rewards.weight_of(n) > 0]
     if not weighted and not cfg.rewards.judge:
         raise ConfigError(f"rubric {rubric.name} of snapshot {snapshot_id} has no check to reward (weighted above 0) "
                           "and rewards.judge is 0: add checks to the rubric, or set rewards.judge")

@@ -69,9 +69,9 @@ def reward_functions(cfg: GRPOTrainConfig, rubric: Rubric, judge: LocalJudgeConf
     funcs: list = []
     weights: list[float] = []
     for check in rubric.checks:
-        if r.checks.get(check.name, 1.0) > 0:
+        if r.weight_of(check.name) > 0:
             funcs.append(CheckReward(check))
-            weights.append(r.checks.get(check.name, 1.0))
+            weights.append(r.weight_of(check.name))
     if r.length_penalty.weight > 0:
         funcs.append(get_soft_overlong_punishment(cfg.max_completion_length,
                                                   min(r.length_penalty.soft_cache, cfg.max_completion_length)))
@@ -101,15 +101,14 @@ class PassRates:
                     for tokens, text in zip(ts, ss)]
                    for ts, ss, ref in zip(answers.tokens, answers.texts, self.references)]
         for i, check in enumerate(self.rubric.checks):
-            out[f"check_{check.name}"] = _rate([[a[i] for a in prompt] for prompt in results], self.seed)
+            out[f"check_{check.name}"] = _rate(_known([[a[i] for a in prompt] for prompt in results]), self.seed)
         hard = [i for i, c in enumerate(self.rubric.checks) if c.hard]
-        passes = [[all_passed([a[i] for i in hard]) for a in prompt] for prompt in results]
+        passes = _known([[all_passed([a[i] for i in hard]) for a in prompt] for prompt in results])
         out["pass_rate"] = _rate(passes, self.seed)
-        known = [[float(p) for p in prompt if p is not None] for prompt in passes]
         if self.before is None:
-            self.before = known
-        elif any(known) and any(self.before):
-            out["pass_rate_gain"] = drift(self.before, known, self.seed)
+            self.before = passes
+        elif any(passes) and any(self.before):
+            out["pass_rate_gain"] = drift(self.before, passes, self.seed)
         return out
 
 
@@ -119,7 +118,12 @@ def all_passed(results: list[bool | None]) -> bool | None:
     return all(known) if known else None
 
 
-def _rate(per_prompt: list[list[bool | None]], seed: int) -> dict | None:
-    values = [[float(v) for v in prompt if v is not None] for prompt in per_prompt]
-    values = [v for v in values if v]
+def _known(per_prompt: list[list[bool | None]]) -> list[list[float]]:
+    """Per prompt, the results that apply, as 1.0 and 0.0 (a prompt may keep none)."""
+    return [[float(v) for v in prompt if v is not None] for prompt in per_prompt]
+
+
+def _rate(per_prompt: list[list[float]], seed: int) -> dict | None:
+    """The mean over the prompts that have a result, with its interval; None when none has."""
+    values = [v for v in per_prompt if v]
     return clustered_mean(values, seed) if values else None

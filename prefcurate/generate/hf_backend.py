@@ -29,7 +29,7 @@ def get_model(cfg: InProcessModel):
 class HFGenerator:
     def __init__(self, cfg: TransformersGeneratorConfig):
         self.cfg = cfg
-        self.name = f"transformers:{cfg.model}"
+        self.name = cfg.identity
 
     def too_long(self, messages: list[dict[str, str]]) -> str | None:
         return overflow(get_model(self.cfg)[0], messages, context_length(self.cfg))

@@ -14,7 +14,7 @@ from prefcurate.generate.base import GenRequest, GenResult, Sample
 class OpenAIGenerator:
     def __init__(self, cfg: OpenAIGeneratorConfig):
         self.cfg = cfg
-        self.name = f"openai:{cfg.model}"
+        self.name = cfg.identity
 
     def generate(self, requests: list[GenRequest], sink: Callable[[GenResult], None]) -> None:
         """Up to ``generator.concurrency`` requests in flight; ``sink`` gets each result as it comes."""

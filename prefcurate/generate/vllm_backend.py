@@ -103,7 +103,7 @@ class VLLMGenerator:
 
     def __init__(self, cfg: VLLMGeneratorConfig):
         self.cfg = cfg
-        self.name = f"vllm:{cfg.model}"
+        self.name = cfg.identity
 
     def too_long(self, messages: list[dict[str, str]]) -> str | None:
         return overflow(get_llm(self.cfg).get_tokenizer(), messages, context_length(self.cfg))
